@@ -1,0 +1,38 @@
+# jaxgd: `make demo` trains the lesson's network; `make test` runs the test suite.
+# Both create .venv and install the pinned versions of constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+CONSTRAINTS := constraints.txt
+
+.PHONY: install install-test demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/jaxgd train --out runs/demo
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(PIP) install --quiet -c $(CONSTRAINTS) 'torch==2.13.0' || echo "torch not installed: its peers will be skipped"
+	$(BIN)/python -m benchmarks.train_speed
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from jaxgd.cli import main
+
+sys.exit(main())

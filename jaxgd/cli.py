@@ -1,0 +1,232 @@
+"""The ``jaxgd`` command: ``train`` and ``gradcheck`` (thin drivers over the library).
+
+Bad options end with exit code 2 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+
+from jaxgd.data.idx import IDXError
+from jaxgd.data.tfds_source import DatasetNotPrepared
+
+#: Errors that mean "the user asked for something that cannot be done", not a bug.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, IDXError,
+               DatasetNotPrepared)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the whole usage)
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive widths like 16,16, got {text!r}")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive widths like 16,16, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return values
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    return parse
+
+
+def _batch_size(text: str):
+    if text.lower() == "full":
+        return None
+    return _positive(int)(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=None,
+                   help="'digits' (embedded, the default), or a TFDS name: mnist, fashion_mnist, kmnist, cifar10, ...")
+    p.add_argument("--data-dir", default=None,
+                   help="a directory of IDX files (train-images-idx3-ubyte[.gz], ...); with --dataset, the TFDS data dir")
+    p.add_argument("--n-train", type=_positive(int), default=None, help="use only the first N training examples")
+
+
+def load_data(args):
+    from jaxgd import data
+
+    if args.data_dir is not None and not Path(args.data_dir).exists():
+        raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist.")
+    name = args.dataset if args.dataset is not None else ("idx" if args.data_dir is not None else "digits")
+    return data.load(name, data_dir=args.data_dir, n_train=args.n_train, validation=getattr(args, "validation", 0))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxgd.config import OPTIMIZERS, SCHEDULES, TrainConfig
+    from jaxgd.costs import COSTS
+    from jaxgd.mlp import INITIALISERS
+
+    d = TrainConfig()
+    parser = _Parser(prog="jaxgd", description="How neural networks learn by gradient descent, in JAX.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a network (default: the lesson's, on the embedded digits)")
+    add_data_options(t)
+    t.add_argument("--hidden", type=_int_list, default=(16, 16), help="hidden widths, e.g. 16,16 (default)")
+    t.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="sigmoid")
+    t.add_argument("--cost", choices=COSTS, default=d.cost)
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    t.add_argument("--lr", type=_positive(float), default=d.learning_rate, help="learning rate (default 3.0)")
+    t.add_argument("--momentum", type=float, default=d.momentum)
+    t.add_argument("--schedule", choices=SCHEDULES, default=None)
+    t.add_argument("--batch-size", type=_batch_size, default=d.batch_size, help="minibatch size, or 'full'")
+    t.add_argument("--epochs", type=_positive(int), default=d.epochs)
+    t.add_argument("--init", choices=tuple(INITIALISERS), default=d.init)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-every", type=_positive(int), default=1, help="evaluate every N epochs")
+    t.add_argument("--target-accuracy", type=_fraction, default=None, help="stop at this training accuracy")
+    t.add_argument("--validation", type=int, default=0, help="hold out N training examples for validation")
+    t.add_argument("--gradient", choices=("autodiff", "backprop"), default="autodiff",
+                   help="jax.grad or the hand-written backprop")
+    t.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    g = sub.add_parser("gradcheck", help="compare the hand-written backprop with jax.grad, layer by layer")
+    g.add_argument("--sizes", type=_int_list, default=(784, 16, 16, 10), help="all widths, e.g. 784,16,16,10")
+    g.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="sigmoid")
+    g.add_argument("--output", choices=("sigmoid", "softmax", "identity"), default="sigmoid")
+    g.add_argument("--cost", choices=COSTS, default="quadratic")
+    g.add_argument("--init", choices=tuple(INITIALISERS), default="normal")
+    g.add_argument("--batch", type=_positive(int), default=32)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--float32", action="store_true", help="compare in float32 instead of float64")
+    return parser
+
+
+def train_command(args) -> int:
+    import jax
+    import numpy as np
+
+    from jaxgd import plots
+    from jaxgd.config import TrainConfig
+    from jaxgd.mlp import MLP
+    from jaxgd.results import environment, flatten_params, save_npz, write_json
+    from jaxgd.train import fit
+
+    if args.validation < 0:
+        raise ValueError(f"--validation must be non-negative, got {args.validation}.")
+    data = load_data(args)
+    output = "softmax" if args.cost == "cross_entropy" else "sigmoid"
+    net = MLP((data.input_dim, *args.hidden, data.num_classes), activation=args.activation, output=output)
+    config = TrainConfig(cost=args.cost, optimizer=args.optimizer, learning_rate=args.lr,
+                         batch_size=args.batch_size, epochs=args.epochs, init=args.init, momentum=args.momentum,
+                         schedule=args.schedule, target_accuracy=args.target_accuracy, eval_every=args.eval_every,
+                         gradient=args.gradient)
+    config.validate(data.n_train)
+    out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = {"command": "train", "dataset": data.name, "data_dir": args.data_dir, "n_train": data.n_train,
+                  "n_test": int(data.x_test.shape[0]), "sizes": list(net.sizes), "activation": net.activation,
+                  "output": net.output, "seed": args.seed, "train": config.to_dict()}
+    write_json(out / "config.json", run_config)
+
+    result = fit(jax.random.key(args.seed), net, data, config, progress=not args.quiet)
+    h = result.history
+    metrics = {
+        "train_accuracy": result.final("train_accuracy"), "test_accuracy": result.final("test_accuracy"),
+        "train_cost": result.final("train_cost"), "test_cost": result.final("test_cost"),
+        "epochs": result.epochs_run, "wall_seconds": result.wall_seconds, "num_params": net.num_params(),
+        "diverged": bool(result.diverged), "diverged_epoch": int(result.diverged_epoch) if result.diverged else None,
+        "initial": result.initial, "history": h, "environment": environment(),
+    }
+    write_json(out / "metrics.json", metrics)
+    save_npz(out / "params.npz", flatten_params(result.params))
+    title = f"{data.name}: {'-'.join(map(str, net.sizes))} {net.activation}, {config.cost}, {config.optimizer} lr={config.learning_rate}"
+    plots.learning_curve(h, result.initial, out / "learning_curve.png", title=title)
+    plots.weights_image(np.asarray(result.params[0]["w"]), data.image_shape, out / "weights.png",
+                        title=f"what each first-layer neuron looks for ({data.name})")
+    if result.diverged:
+        print(f"jaxgd: warning: training diverged (non-finite cost) at epoch {int(result.diverged_epoch)}; "
+              f"try a smaller --lr than {config.learning_rate}.", file=sys.stderr)
+    print(f"{data.name} {'-'.join(map(str, net.sizes))} {net.activation}/{config.cost} {config.optimizer} "
+          f"lr={config.learning_rate} batch={config.batch_size or 'full'}: {result.epochs_run} epochs in "
+          f"{result.wall_seconds:.1f} s, train accuracy {metrics['train_accuracy']:.4f}, "
+          f"test accuracy {metrics['test_accuracy']:.4f}, test cost {metrics['test_cost']:.4f} -> {out}")
+    return 0
+
+
+def gradcheck_command(args) -> int:
+    import jax
+
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from jaxgd.gradcheck import gradcheck, random_problem
+    from jaxgd.mlp import MLP
+
+    net = MLP(args.sizes, activation=args.activation, output=args.output)
+    dtype = jnp.float32 if args.float32 else jnp.float64
+    params, x, y = random_problem(net, jax.random.key(args.seed), args.batch, args.init, dtype)
+    rows = gradcheck(net, args.cost, params, x, y)
+    tol = 1e-4 if args.float32 else 1e-10
+    print(f"gradcheck {'-'.join(map(str, net.sizes))} {net.activation}->{net.output}, {args.cost} cost, "
+          f"batch {args.batch}, {jnp.dtype(dtype).name}: hand-written backprop vs jax.grad")
+    print(f"{'layer':>5} {'param':>5} {'shape':>12} {'max abs diff':>14} {'max rel diff':>14}")
+    for r in rows:
+        print(f"{r['layer']:>5} {r['param']:>5} {'x'.join(map(str, r['shape'])):>12} "
+              f"{r['max_abs_diff']:>14.3e} {r['max_rel_diff']:>14.3e}")
+    worst = max(r["max_rel_diff"] for r in rows)
+    ok = worst <= tol
+    print(f"{'OK' if ok else 'MISMATCH'}: largest relative difference {worst:.3e} (tolerance {tol:g})")
+    return 0 if ok else 1
+
+
+COMMANDS = {"train": train_command, "gradcheck": gradcheck_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as e:
+        print(f"jaxgd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxgd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

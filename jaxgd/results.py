@@ -1,0 +1,129 @@
+"""Results as files with provenance: atomic JSON and ``.npz`` writes, and the environment record."""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Writes ``payload`` to a temporary file beside ``path``, fsyncs it, then renames it over ``path``.
+
+    A kill at any instant leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def to_jsonable(value: Any) -> Any:
+    """NumPy/JAX arrays and scalars to lists and floats; non-finite floats to ``None``."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
+        arr = np.asarray(value)
+        return to_jsonable(arr.tolist()) if arr.ndim else to_jsonable(arr.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.floating,)):
+        return to_jsonable(float(value))
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n").encode())
+
+
+def flatten_params(params) -> dict[str, np.ndarray]:
+    """``[{"w", "b"}, ...]`` -> ``{"layer0/w": ..., "layer0/b": ..., ...}``."""
+    return {f"layer{i}/{k}": np.asarray(layer[k]) for i, layer in enumerate(params) for k in ("w", "b")}
+
+
+def unflatten_params(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    layers = sorted({int(k.split("/")[0].removeprefix("layer")) for k in arrays})
+    if layers != list(range(len(layers))):
+        raise ValueError(f"Parameter file has layers {layers}; expected 0..{len(layers) - 1}.")
+    return [{"w": arrays[f"layer{i}/w"], "b": arrays[f"layer{i}/b"]} for i in layers]
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_params(path: str | os.PathLike):
+    """Reads parameters written by :func:`save_npz` of :func:`flatten_params` (never with pickle)."""
+    with np.load(path, allow_pickle=False) as f:
+        return unflatten_params({k: f[k] for k in f.files})
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Versions, backend and devices: what is needed to say where a result came from."""
+    import jax
+    import jaxlib
+    import optax
+
+    import jaxgd
+
+    devices = jax.devices()
+    return {
+        "jaxgd": jaxgd.__version__,
+        "git_commit": git_commit(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "devices": [str(d) for d in devices],
+        "x64": bool(jax.config.jax_enable_x64),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

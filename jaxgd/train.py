@@ -1,0 +1,327 @@
+"""Gradient-descent training compiled whole: ``lax.scan`` over steps and epochs.
+
+The pure core is :func:`train_chunk`: ``(state, lr, data) -> (state, metrics)`` for
+``num_epochs`` epochs, written for one network and turned into a population
+(a leading member axis on the state) by ``jax.vmap``. Minibatches are gathered by
+index inside the step, so nothing copies the dataset per epoch or per member.
+:func:`fit` is the thin driver: it validates, initialises, calls the compiled
+chunk in a Python loop and does progress bars, early stopping and divergence checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxgd.backprop import backprop
+from jaxgd.config import TrainConfig
+from jaxgd.costs import cost_fn, evaluate
+from jaxgd.data.dataset import Dataset
+from jaxgd.mlp import MLP, Params
+from jaxgd.optim import direction, step_size
+
+METRICS = ("train_cost", "train_accuracy", "test_cost", "test_accuracy")
+
+
+class TrainState(NamedTuple):
+    """Everything a run carries between chunks; leaves gain a leading axis in populations."""
+
+    params: Params  # [{"w": ([S,] n_in, n_out), "b": ([S,] n_out)}, ...]
+    opt_state: Any  # optax state of the direction transform, ([S,] ...)
+    step: jax.Array  # ([S],) int32: optimizer steps taken
+    data_key: jax.Array  # typed key, ([S],) per member or () for a shared order
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """The static (hashable) part of a run: changing it recompiles, nothing else does."""
+
+    net: MLP
+    cost: str
+    optimizer: str
+    momentum: float
+    batch_size: int  # examples per step (n_train for full batch)
+    steps_per_epoch: int
+    full_batch: bool
+    schedule: Any
+    total_steps: int
+    gradient: str
+    eval_batch_size: int
+    population: bool = False
+    shared_order: bool = False
+    member_data: tuple[str, ...] = ()  # data arrays with a leading member axis
+
+    @classmethod
+    def make(cls, net: MLP, config: TrainConfig, n_train: int, **kw) -> "Spec":
+        batch = n_train if config.batch_size is None else config.batch_size
+        steps = 1 if config.batch_size is None else n_train // batch
+        return cls(net=net, cost=config.cost, optimizer=config.optimizer, momentum=float(config.momentum),
+                   batch_size=batch, steps_per_epoch=steps, full_batch=config.batch_size is None,
+                   schedule=config.schedule,
+                   # only decaying schedules need the run's length: keep it out of the compiled program otherwise
+                   total_steps=steps * config.epochs if config.schedule in ("cosine", "linear") else 0,
+                   gradient=config.gradient,
+                   eval_batch_size=config.eval_batch_size, **kw)
+
+
+def batch_order(key: jax.Array, spec: Spec, n: int) -> jax.Array:
+    """Example indices of one epoch, ``(steps_per_epoch, batch_size)`` int32."""
+    if spec.full_batch:
+        return jnp.arange(n, dtype=jnp.int32)[None]
+    perm = jax.random.permutation(key, n)
+    return perm[: spec.steps_per_epoch * spec.batch_size].reshape(spec.steps_per_epoch, spec.batch_size)
+
+
+def gradient_fn(spec: Spec) -> Callable:
+    if spec.gradient == "backprop":
+        return functools.partial(backprop, spec.net, spec.cost)
+    return jax.grad(cost_fn(spec.net, spec.cost))
+
+
+def train_steps(params, opt_state, step, lr, idx, data, *, spec: Spec):
+    """One epoch of one network: a ``lax.scan`` of optimizer steps over ``idx (steps, batch)``."""
+    grad = gradient_fn(spec)
+    tx = direction(spec.optimizer, spec.momentum)
+
+    def body(carry, batch_idx):
+        params, opt_state, step = carry
+        if spec.full_batch:
+            xb, yb = data["x_train"], data["y_train"]
+        else:
+            xb, yb = data["x_train"][batch_idx], data["y_train"][batch_idx]
+        g = grad(params, xb, yb)
+        d, opt_state = tx.update(g, opt_state, params)
+        eta = step_size(spec.schedule, lr, step, spec.total_steps, spec.steps_per_epoch)
+        params = jax.tree.map(lambda p, u: p - eta.astype(p.dtype) * u, params, d)
+        return (params, opt_state, step + 1), None
+
+    (params, opt_state, step), _ = jax.lax.scan(body, (params, opt_state, step), idx)
+    return params, opt_state, step
+
+
+def evaluate_params(params, data, *, spec: Spec) -> dict[str, jax.Array]:
+    """Cost and accuracy of one network on every split present in ``data``."""
+    out = {}
+    for split in ("train", "test", "val"):
+        if f"x_{split}" in data:
+            c, a = evaluate(spec.net, spec.cost, params, data[f"x_{split}"], data[f"y_{split}"], spec.eval_batch_size)
+            out[f"{split}_cost"], out[f"{split}_accuracy"] = c, a
+    return out
+
+
+def _data_axes(spec: Spec, data) -> dict:
+    return {k: (0 if k in spec.member_data else None) for k in data}
+
+
+def evaluate_state(state: TrainState, data, *, spec: Spec):
+    fn = functools.partial(evaluate_params, spec=spec)
+    if spec.population:
+        fn = jax.vmap(fn, in_axes=(0, _data_axes(spec, data)))
+    return fn(state.params, data)
+
+
+def train_chunk(state: TrainState, lr: jax.Array, data: dict, *, spec: Spec, num_epochs: int):
+    """``num_epochs`` epochs, then one evaluation. Pure; jit with ``spec`` and ``num_epochs`` static.
+
+    Args:
+      state: a :class:`TrainState` (leaves with a leading member axis when ``spec.population``).
+      lr: base learning rate, ``()`` or ``(S,)`` for a population.
+      data: ``{"x_train", "y_train", "x_test", "y_test"[, "x_val", "y_val"]}``; arrays
+        named in ``spec.member_data`` carry a leading member axis.
+
+    Returns:
+      ``(state, metrics)`` with metrics ``{"train_cost", "train_accuracy", ...}`` as
+      scalars (or ``(S,)``) after the last epoch of the chunk.
+    """
+    n = data["x_train"].shape[-2]
+    per_member_order = spec.population and not spec.shared_order
+    train = functools.partial(train_steps, spec=spec)
+    if spec.population:
+        # A shared order leaves the minibatch unbatched, so the first layer of every member
+        # becomes one (batch, n_in) x (n_in, S * n_out) matrix product.
+        train = jax.vmap(train, in_axes=(0, 0, 0, 0, 0 if per_member_order else None, _data_axes(spec, data)))
+
+    def epoch(state: TrainState, _):
+        if per_member_order:
+            keys = jax.vmap(jax.random.split)(state.data_key)
+            new_key, idx = keys[:, 0], jax.vmap(lambda k: batch_order(k, spec, n))(keys[:, 1])
+        else:
+            new_key, sub = jax.random.split(state.data_key)
+            idx = batch_order(sub, spec, n)
+        params, opt_state, step = train(state.params, state.opt_state, state.step, lr, idx, data)
+        return TrainState(params, opt_state, step, new_key), None
+
+    state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)
+    return state, evaluate_state(state, data, spec=spec)
+
+
+_compiled_chunk = jax.jit(train_chunk, static_argnames=("spec", "num_epochs"), donate_argnums=(0,))
+_compiled_eval = jax.jit(evaluate_state, static_argnames=("spec",))
+
+
+def as_key(key) -> jax.Array:
+    """A typed PRNG key (or batch of keys) from a typed key, raw ``uint32`` key data or an int seed."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    arr = jnp.asarray(key)
+    if arr.dtype == jnp.uint32 and arr.ndim >= 1 and arr.shape[-1] == 2:
+        return jax.random.wrap_key_data(arr)
+    raise TypeError(f"key must be a jax.random.key, raw uint32 key data or an int seed, got {key!r}.")
+
+
+def init_state(key: jax.Array, net: MLP, config: TrainConfig, *, population: bool = False) -> TrainState:
+    """Initial parameters, optimizer state and data-order key(s) from ``key`` (``(S,)`` for a population)."""
+    tx = direction(config.optimizer, config.momentum)
+
+    def one(k):
+        k_init, k_data = jax.random.split(k)
+        params = net.init(k_init, init=config.init)
+        return params, tx.init(params), jnp.zeros((), jnp.int32), k_data
+
+    if not population:
+        return TrainState(*one(key))
+    params, opt_state, step, data_keys = jax.vmap(one)(key)
+    if config.data_order == "shared":
+        data_keys = jax.random.key(config.data_seed)
+    return TrainState(params, opt_state, step, data_keys)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: trained parameters (a leading member axis for a population).
+      history: ``{"epoch": (E,), "train_cost": ([S,] E), "train_accuracy", "test_cost",
+        "test_accuracy"[, "val_cost", "val_accuracy"]}`` — one entry per evaluation.
+      initial: the same metrics before training (``([S,])`` each).
+      diverged: ``([S],)`` bool — a non-finite training cost was seen.
+      diverged_epoch: ``([S],)`` int, the first evaluation epoch with a non-finite cost, or -1.
+      epochs_run: epochs trained (fewer than configured after early stopping).
+      state: the final :class:`TrainState` (for resuming).
+      wall_seconds: time spent in :func:`fit`, compilation included.
+    """
+
+    params: Params
+    history: dict[str, np.ndarray]
+    initial: dict[str, np.ndarray]
+    diverged: np.ndarray
+    diverged_epoch: np.ndarray
+    epochs_run: int
+    state: TrainState
+    wall_seconds: float
+    config: TrainConfig
+    num_members: int | None = None
+
+    def final(self, metric: str) -> np.ndarray:
+        """The last evaluated value of ``metric`` (``([S],)``)."""
+        return self.history[metric][..., -1]
+
+
+def _check_data(net: MLP, data: Dataset) -> None:
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a jaxgd.data.Dataset, got {type(data).__name__}.")
+    if data.input_dim != net.sizes[0]:
+        raise ValueError(f"The network takes {net.sizes[0]} inputs but {data.name} has {data.input_dim} features.")
+    if data.num_classes > net.sizes[-1]:
+        raise ValueError(f"The network has {net.sizes[-1]} outputs but {data.name} has {data.num_classes} classes.")
+
+
+def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, progress: bool = False,
+        callback: Callable[[int, dict], None] | None = None) -> FitResult:
+    """Trains ``net`` on ``data`` by gradient descent.
+
+    Args:
+      key: a ``jax.random.key`` (or int seed). A batch of keys, shape ``(S,)``,
+        trains a population of ``S`` networks as one program.
+      net: the network description.
+      data: a :class:`jaxgd.data.Dataset`.
+      config: a :class:`TrainConfig`.
+      progress: show a tqdm progress bar (loss, accuracy, ETA) on stderr.
+      callback: called as ``callback(epoch, metrics)`` after every evaluation.
+
+    Returns:
+      A :class:`FitResult`.
+    """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a jaxgd.MLP, got {type(net).__name__}.")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a jaxgd.TrainConfig, got {type(config).__name__}.")
+    _check_data(net, data)
+    config.validate(data.n_train)
+    key = as_key(key)
+    if key.ndim > 1:
+        raise ValueError(f"key must be one key or a vector of keys, got shape {key.shape}.")
+    population = key.ndim == 1
+    members = int(key.shape[0]) if population else None
+    if population and members < 1:
+        raise ValueError("A population needs at least one key.")
+
+    start = time.perf_counter()
+    spec = Spec.make(net, config, data.n_train, population=population,
+                     shared_order=population and config.data_order == "shared")
+    arrays = data.arrays()
+    if data.x_val is not None:
+        arrays.update(x_val=data.x_val, y_val=data.y_val)
+    arrays = jax.device_put(arrays)
+    state = init_state(key, net, config, population=population)
+    lr = jnp.full((members,) if population else (), config.learning_rate, jnp.float32)
+    initial = jax.tree.map(np.asarray, _compiled_eval(state, arrays, spec=spec))
+
+    shape = (members,) if population else ()
+    diverged = np.zeros(shape, bool)
+    diverged_epoch = np.full(shape, -1)
+    rows: list[dict] = []
+    epochs_done = 0
+    bar = tqdm(total=config.epochs, disable=not progress, unit="epoch", file=sys.stderr, dynamic_ncols=True,
+               desc=f"{'x'.join(map(str, net.sizes))}" + (f" x{members} seeds" if population else ""))
+    try:
+        while epochs_done < config.epochs:
+            n = min(config.eval_every, config.epochs - epochs_done)
+            state, metrics = _compiled_chunk(state, lr, arrays, spec=spec, num_epochs=n)
+            epochs_done += n
+            metrics = jax.tree.map(np.asarray, metrics)
+            rows.append(metrics)
+            bad = ~np.isfinite(metrics["train_cost"]) & ~diverged
+            diverged_epoch = np.where(bad, epochs_done, diverged_epoch)
+            diverged = diverged | bad
+            bar.update(n)
+            ok = ~diverged
+            bar.set_postfix({"cost": f"{_mean(metrics['train_cost'], ok):.4f}",
+                             "train": f"{_mean(metrics['train_accuracy'], ok):.3f}",
+                             "test": f"{_mean(metrics['test_accuracy'], ok):.3f}"})
+            if callback is not None:
+                callback(epochs_done, metrics)
+            if np.all(diverged):
+                break
+            if config.target_accuracy is not None and np.all(
+                    (metrics["train_accuracy"] >= config.target_accuracy) | diverged):
+                break
+    finally:
+        bar.close()
+
+    history = {"epoch": np.cumsum([min(config.eval_every, config.epochs - i)
+                                   for i in range(0, epochs_done, config.eval_every)])}
+    for name in rows[0]:
+        history[name] = np.stack([r[name] for r in rows], axis=-1)
+    jax.block_until_ready(state)
+    return FitResult(params=state.params, history=history, initial=initial, diverged=diverged,
+                     diverged_epoch=diverged_epoch, epochs_run=epochs_done, state=state,
+                     wall_seconds=time.perf_counter() - start, config=config, num_members=members)
+
+
+def _mean(values: np.ndarray, mask: np.ndarray) -> float:
+    values = np.asarray(values)
+    if values.ndim == 0:
+        return float(values)
+    return float(np.mean(values[mask])) if np.any(mask) else math.nan
