@@ -29,6 +29,8 @@ from jaxgd.mlp import MLP, Params
 from jaxgd.optim import direction, step_size
 
 METRICS = ("train_cost", "train_accuracy", "test_cost", "test_accuracy")
+#: Optimizer steps per iteration of the compiled loop: small steps are dominated by loop overhead on CPU.
+SCAN_UNROLL = 1
 
 
 class TrainState(NamedTuple):
@@ -103,7 +105,7 @@ def train_steps(params, opt_state, step, lr, idx, data, *, spec: Spec):
         params = jax.tree.map(lambda p, u: p - eta.astype(p.dtype) * u, params, d)
         return (params, opt_state, step + 1), None
 
-    (params, opt_state, step), _ = jax.lax.scan(body, (params, opt_state, step), idx)
+    (params, opt_state, step), _ = jax.lax.scan(body, (params, opt_state, step), idx, unroll=SCAN_UNROLL)
     return params, opt_state, step
 
 
