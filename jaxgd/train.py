@@ -33,10 +33,25 @@ METRICS = ("train_cost", "train_accuracy", "test_cost", "test_accuracy")
 SCAN_UNROLL = 1
 
 
+def to_compute_layout(params: Params) -> Params:
+    """Weights as ``(n_out, n_in)`` (as ``torch.nn.Linear`` stores them) for the compiled loop.
+
+    With the input dimension minor, the per-member first-layer products and their
+    weight gradients of a population become contractions XLA runs two to three
+    times faster on CPU than with ``(n_in, n_out)`` weights; with a shared data
+    order the first layer of all members is one ``(batch, n_in) x (n_in, S * n_out)``
+    product either way. Involution: it is its own inverse.
+    """
+    return [{"w": jnp.swapaxes(layer["w"], -1, -2), "b": layer["b"]} for layer in params]
+
+
+from_compute_layout = to_compute_layout
+
+
 class TrainState(NamedTuple):
     """Everything a run carries between chunks; leaves gain a leading axis in populations."""
 
-    params: Params  # [{"w": ([S,] n_in, n_out), "b": ([S,] n_out)}, ...]
+    params: Params  # compute layout: [{"w": ([S,] n_out, n_in), "b": ([S,] n_out)}, ...]
     opt_state: Any  # optax state of the direction transform, ([S,] ...)
     step: jax.Array  # ([S],) int32: optimizer steps taken
     data_key: jax.Array  # typed key, ([S],) per member or () for a shared order
@@ -83,9 +98,11 @@ def batch_order(key: jax.Array, spec: Spec, n: int) -> jax.Array:
 
 
 def gradient_fn(spec: Spec) -> Callable:
+    """Gradient of the cost with respect to compute-layout parameters."""
     if spec.gradient == "backprop":
-        return functools.partial(backprop, spec.net, spec.cost)
-    return jax.grad(cost_fn(spec.net, spec.cost))
+        return lambda p, x, y: to_compute_layout(backprop(spec.net, spec.cost, from_compute_layout(p), x, y))
+    cost = cost_fn(spec.net, spec.cost)
+    return jax.grad(lambda p, x, y: cost(from_compute_layout(p), x, y))
 
 
 def train_steps(params, opt_state, step, lr, idx, data, *, spec: Spec):
@@ -114,7 +131,7 @@ def evaluate_params(params, data, *, spec: Spec) -> dict[str, jax.Array]:
     out = {}
     for split in ("train", "test", "val"):
         if f"x_{split}" in data:
-            c, a = evaluate(spec.net, spec.cost, params, data[f"x_{split}"], data[f"y_{split}"], spec.eval_batch_size)
+            c, a = evaluate(spec.net, spec.cost, from_compute_layout(params), data[f"x_{split}"], data[f"y_{split}"], spec.eval_batch_size)
             out[f"{split}_cost"], out[f"{split}_accuracy"] = c, a
     return out
 
@@ -187,7 +204,7 @@ def init_state(key: jax.Array, net: MLP, config: TrainConfig, *, population: boo
 
     def one(k):
         k_init, k_data = jax.random.split(k)
-        params = net.init(k_init, init=config.init)
+        params = to_compute_layout(net.init(k_init, init=config.init))
         return params, tx.init(params), jnp.zeros((), jnp.int32), k_data
 
     if not population:
@@ -317,7 +334,7 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, pr
     for name in rows[0]:
         history[name] = np.stack([r[name] for r in rows], axis=-1)
     jax.block_until_ready(state)
-    return FitResult(params=state.params, history=history, initial=initial, diverged=diverged,
+    return FitResult(params=from_compute_layout(state.params), history=history, initial=initial, diverged=diverged,
                      diverged_epoch=diverged_epoch, epochs_run=epochs_done, state=state,
                      wall_seconds=time.perf_counter() - start, config=config, num_members=members)
 
