@@ -11,9 +11,10 @@ from jaxgd.config import TrainConfig
 from jaxgd.costs import cost_fn
 from jaxgd.gradcheck import gradcheck
 from jaxgd.mlp import MLP
+from jaxgd.population import Conditions, member_stats
 from jaxgd.train import FitResult, TrainState, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "cost_fn", "backprop", "gradcheck", "TrainConfig", "fit", "FitResult", "TrainState", "data",
+__all__ = ["MLP", "cost_fn", "backprop", "gradcheck", "TrainConfig", "fit", "FitResult", "TrainState", "Conditions", "member_stats", "data",
            "__version__"]

@@ -62,23 +62,32 @@ def evaluate(net: MLP, cost: str, params: Params, x: jax.Array, y: jax.Array, ch
     Returns:
       ``(cost, accuracy)`` as scalars.
     """
-    n = x.shape[0]
+    return evaluate_rows(net, cost, params, lambda i: (x[i], y[i]), x.shape[0], x.dtype, chunk)
+
+
+def evaluate_rows(net: MLP, cost: str, params: Params, rows, n: int, dtype, chunk: int = 4096):
+    """:func:`evaluate` over examples fetched by ``rows(indices) -> (x, y)``.
+
+    Fetching by index lets per-condition data variants (a leading condition axis)
+    be read in place, without a copy per network.
+    """
     if n == 0:
-        nan = jnp.array(jnp.nan, x.dtype)
+        nan = jnp.array(jnp.nan, dtype)
         return nan, nan
     chunk = min(chunk, n)
     num_chunks = -(-n // chunk)
     pad = num_chunks * chunk - n
     idx = jnp.concatenate([jnp.arange(n), jnp.zeros(pad, jnp.int32)]).reshape(num_chunks, chunk)
-    mask = jnp.concatenate([jnp.ones(n, x.dtype), jnp.zeros(pad, x.dtype)]).reshape(num_chunks, chunk)
+    mask = jnp.concatenate([jnp.ones(n, dtype), jnp.zeros(pad, dtype)]).reshape(num_chunks, chunk)
 
     def body(totals, inputs):
         i, m = inputs
-        z = net.logits(params, x[i])
-        c = per_example_cost(net, cost, z, y[i])
-        hit = (jnp.argmax(z, axis=-1) == y[i]).astype(x.dtype)
+        xb, yb = rows(i)
+        z = net.logits(params, xb)
+        c = per_example_cost(net, cost, z, yb)
+        hit = (jnp.argmax(z, axis=-1) == yb).astype(dtype)
         return (totals[0] + jnp.sum(c * m), totals[1] + jnp.sum(hit * m)), None
 
-    zero = jnp.zeros((), x.dtype)
+    zero = jnp.zeros((), dtype)
     (total_cost, hits), _ = jax.lax.scan(body, (zero, zero), (idx, mask))
     return total_cost / n, hits / n

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from jaxgd.backprop import backprop
 from jaxgd.config import TrainConfig
-from jaxgd.costs import cost_fn, evaluate
+from jaxgd.costs import cost_fn, evaluate_rows
 from jaxgd.data.dataset import Dataset
 from jaxgd.mlp import MLP, Params
 from jaxgd.optim import direction, step_size
@@ -74,7 +74,7 @@ class Spec:
     eval_batch_size: int
     population: bool = False
     shared_order: bool = False
-    member_data: tuple[str, ...] = ()  # data arrays with a leading member axis
+    condition_arrays: tuple[str, ...] = ()  # data arrays with a leading condition axis
 
     @classmethod
     def make(cls, net: MLP, config: TrainConfig, n_train: int, **kw) -> "Spec":
@@ -85,8 +85,7 @@ class Spec:
                    schedule=config.schedule,
                    # only decaying schedules need the run's length: keep it out of the compiled program otherwise
                    total_steps=steps * config.epochs if config.schedule in ("cosine", "linear") else 0,
-                   gradient=config.gradient,
-                   eval_batch_size=config.eval_batch_size, **kw)
+                   gradient=config.gradient, eval_batch_size=config.eval_batch_size, **kw)
 
 
 def batch_order(key: jax.Array, spec: Spec, n: int) -> jax.Array:
@@ -105,20 +104,34 @@ def gradient_fn(spec: Spec) -> Callable:
     return jax.grad(lambda p, x, y: cost(from_compute_layout(p), x, y))
 
 
-def train_steps(params, opt_state, step, lr, idx, data, *, spec: Spec):
-    """One epoch of one network: a ``lax.scan`` of optimizer steps over ``idx (steps, batch)``."""
+def rows(data: dict, spec: Spec, condition, split: str, idx):
+    """Examples ``idx`` of a split, read from this member's condition where the data has one.
+
+    ``data[name][condition, idx]`` is one gather: nothing is copied per member.
+    """
+    out = []
+    for name in (f"x_{split}", f"y_{split}"):
+        array = data[name]
+        out.append(array[condition, idx] if name in spec.condition_arrays else array[idx])
+    return tuple(out)
+
+
+def train_steps(params, opt_state, step, member, idx, data, *, spec: Spec):
+    """One epoch of one network: a ``lax.scan`` of optimizer steps over ``idx (steps, batch)``.
+
+    ``member`` holds this network's ``lr`` (base learning rate) and ``condition``
+    (its row of the per-condition data arrays).
+    """
     grad = gradient_fn(spec)
     tx = direction(spec.optimizer, spec.momentum)
+    full = slice(None)
 
     def body(carry, batch_idx):
         params, opt_state, step = carry
-        if spec.full_batch:
-            xb, yb = data["x_train"], data["y_train"]
-        else:
-            xb, yb = data["x_train"][batch_idx], data["y_train"][batch_idx]
+        xb, yb = rows(data, spec, member["condition"], "train", full if spec.full_batch else batch_idx)
         g = grad(params, xb, yb)
         d, opt_state = tx.update(g, opt_state, params)
-        eta = step_size(spec.schedule, lr, step, spec.total_steps, spec.steps_per_epoch)
+        eta = step_size(spec.schedule, member["lr"], step, spec.total_steps, spec.steps_per_epoch)
         params = jax.tree.map(lambda p, u: p - eta.astype(p.dtype) * u, params, d)
         return (params, opt_state, step + 1), None
 
@@ -126,47 +139,49 @@ def train_steps(params, opt_state, step, lr, idx, data, *, spec: Spec):
     return params, opt_state, step
 
 
-def evaluate_params(params, data, *, spec: Spec) -> dict[str, jax.Array]:
+def evaluate_params(params, member, data, *, spec: Spec) -> dict[str, jax.Array]:
     """Cost and accuracy of one network on every split present in ``data``."""
     out = {}
+    net = spec.net
     for split in ("train", "test", "val"):
         if f"x_{split}" in data:
-            c, a = evaluate(spec.net, spec.cost, from_compute_layout(params), data[f"x_{split}"], data[f"y_{split}"], spec.eval_batch_size)
+            n = data[f"y_{split}"].shape[-1]
+            c, a = evaluate_rows(net, spec.cost, from_compute_layout(params),
+                                 lambda i, s=split: rows(data, spec, member["condition"], s, i),
+                                 n, data[f"x_{split}"].dtype, spec.eval_batch_size)
             out[f"{split}_cost"], out[f"{split}_accuracy"] = c, a
     return out
 
 
-def _data_axes(spec: Spec, data) -> dict:
-    return {k: (0 if k in spec.member_data else None) for k in data}
-
-
-def evaluate_state(state: TrainState, data, *, spec: Spec):
+def evaluate_state(state: TrainState, member, data, *, spec: Spec):
     fn = functools.partial(evaluate_params, spec=spec)
     if spec.population:
-        fn = jax.vmap(fn, in_axes=(0, _data_axes(spec, data)))
-    return fn(state.params, data)
+        fn = jax.vmap(fn, in_axes=(0, 0, None))
+    return fn(state.params, member, data)
 
 
-def train_chunk(state: TrainState, lr: jax.Array, data: dict, *, spec: Spec, num_epochs: int):
+def train_chunk(state: TrainState, member: dict, data: dict, *, spec: Spec, num_epochs: int):
     """``num_epochs`` epochs, then one evaluation. Pure; jit with ``spec`` and ``num_epochs`` static.
 
     Args:
       state: a :class:`TrainState` (leaves with a leading member axis when ``spec.population``).
-      lr: base learning rate, ``()`` or ``(S,)`` for a population.
+      member: ``{"lr": ([S],) float32, "condition": ([S],) int32}``: each network's base
+        learning rate and its row of the per-condition data arrays.
       data: ``{"x_train", "y_train", "x_test", "y_test"[, "x_val", "y_val"]}``; arrays
-        named in ``spec.member_data`` carry a leading member axis.
+        named in ``spec.condition_arrays`` carry a leading condition axis. Shared by
+        all members: never copied per member.
 
     Returns:
       ``(state, metrics)`` with metrics ``{"train_cost", "train_accuracy", ...}`` as
       scalars (or ``(S,)``) after the last epoch of the chunk.
     """
-    n = data["x_train"].shape[-2]
+    n = data["y_train"].shape[-1]
     per_member_order = spec.population and not spec.shared_order
     train = functools.partial(train_steps, spec=spec)
     if spec.population:
-        # A shared order leaves the minibatch unbatched, so the first layer of every member
-        # becomes one (batch, n_in) x (n_in, S * n_out) matrix product.
-        train = jax.vmap(train, in_axes=(0, 0, 0, 0, 0 if per_member_order else None, _data_axes(spec, data)))
+        # A shared order leaves the minibatch indices unbatched, so the first layer of every
+        # member becomes one (batch, n_in) x (n_in, S * n_out) matrix product.
+        train = jax.vmap(train, in_axes=(0, 0, 0, 0, 0 if per_member_order else None, None))
 
     def epoch(state: TrainState, _):
         if per_member_order:
@@ -175,11 +190,11 @@ def train_chunk(state: TrainState, lr: jax.Array, data: dict, *, spec: Spec, num
         else:
             new_key, sub = jax.random.split(state.data_key)
             idx = batch_order(sub, spec, n)
-        params, opt_state, step = train(state.params, state.opt_state, state.step, lr, idx, data)
+        params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx, data)
         return TrainState(params, opt_state, step, new_key), None
 
     state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)
-    return state, evaluate_state(state, data, spec=spec)
+    return state, evaluate_state(state, member, data, spec=spec)
 
 
 _compiled_chunk = jax.jit(train_chunk, static_argnames=("spec", "num_epochs"), donate_argnums=(0,))
@@ -220,15 +235,18 @@ class FitResult:
     """What :func:`fit` returns.
 
     Attributes:
-      params: trained parameters (a leading member axis for a population).
+      params: trained parameters, ``[{"w": ([S,] n_in, n_out), "b": ([S,] n_out)}, ...]``.
       history: ``{"epoch": (E,), "train_cost": ([S,] E), "train_accuracy", "test_cost",
         "test_accuracy"[, "val_cost", "val_accuracy"]}`` — one entry per evaluation.
-      initial: the same metrics before training (``([S,])`` each).
+      initial: the same metrics before training (``([S],)`` each).
       diverged: ``([S],)`` bool — a non-finite training cost was seen.
       diverged_epoch: ``([S],)`` int, the first evaluation epoch with a non-finite cost, or -1.
       epochs_run: epochs trained (fewer than configured after early stopping).
-      state: the final :class:`TrainState` (for resuming).
+      state: the final :class:`TrainState` in compute layout (for resuming; for a
+        sharded population it keeps the padding members and the device layout).
       wall_seconds: time spent in :func:`fit`, compilation included.
+      num_members: ``S`` for a population, ``None`` for one network.
+      num_devices: devices the member axis was spread over.
     """
 
     params: Params
@@ -241,6 +259,7 @@ class FitResult:
     wall_seconds: float
     config: TrainConfig
     num_members: int | None = None
+    num_devices: int = 1
 
     def final(self, metric: str) -> np.ndarray:
         """The last evaluated value of ``metric`` (``([S],)``)."""
@@ -256,16 +275,39 @@ def _check_data(net: MLP, data: Dataset) -> None:
         raise ValueError(f"The network has {net.sizes[-1]} outputs but {data.name} has {data.num_classes} classes.")
 
 
-def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, progress: bool = False,
+def _member_values(learning_rates, conditions, config: TrainConfig, members: int | None) -> dict:
+    shape = (members,) if members is not None else ()
+    if learning_rates is None:
+        lr = np.full(shape, config.learning_rate, np.float32)
+    else:
+        lr = np.asarray(learning_rates, np.float32)
+        if lr.shape != shape:
+            raise ValueError(f"learning_rates must have shape {shape} (one per member), got {lr.shape}.")
+        if not np.all(np.isfinite(lr) & (lr > 0)):
+            raise ValueError(f"learning_rates must be positive and finite, got {lr.min()} among them.")
+    cond = np.zeros(shape, np.int32) if conditions is None else np.asarray(conditions.index, np.int32)
+    return {"lr": lr, "condition": cond}
+
+
+def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, learning_rates=None,
+        conditions=None, devices=None, max_members: int | None = None, progress: bool = False,
         callback: Callable[[int, dict], None] | None = None) -> FitResult:
     """Trains ``net`` on ``data`` by gradient descent.
 
     Args:
       key: a ``jax.random.key`` (or int seed). A batch of keys, shape ``(S,)``,
-        trains a population of ``S`` networks as one program.
+        trains a population of ``S`` networks as one program; params and history
+        then carry a leading member axis.
       net: the network description.
       data: a :class:`jaxgd.data.Dataset`.
       config: a :class:`TrainConfig`.
+      learning_rates: populations only: ``(S,)`` base learning rates, one per member.
+      conditions: populations only: a :class:`jaxgd.population.Conditions` giving
+        each member its own variant of the data (label corruptions, input randomizations).
+      devices: populations only: devices to spread the member axis over (default
+        every device; pass one device to run unsharded).
+      max_members: populations only: train at most this many members per program,
+        in chunks one after another, when the whole population does not fit in memory.
       progress: show a tqdm progress bar (loss, accuracy, ETA) on stderr.
       callback: called as ``callback(epoch, metrics)`` after every evaluation.
 
@@ -285,32 +327,69 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, pr
     members = int(key.shape[0]) if population else None
     if population and members < 1:
         raise ValueError("A population needs at least one key.")
+    if not population and any(v is not None for v in (learning_rates, conditions, max_members)):
+        raise ValueError("learning_rates, conditions and max_members need a batch of keys (a population).")
+    if conditions is not None:
+        conditions.check(data, members)
+    member = _member_values(learning_rates, conditions, config, members)
+    if max_members is not None:
+        if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
+            raise ValueError(f"max_members must be a positive integer, got {max_members!r}.")
+        if max_members < members:
+            return _fit_in_chunks(key, net, data, config, member, conditions, devices, max_members, progress,
+                                  callback)
+    return _fit(key, net, data, config, member, conditions, devices, progress, callback)
+
+
+def _fit(key, net, data, config, member, conditions, devices, progress, callback) -> FitResult:
+    from jaxgd import sharding
 
     start = time.perf_counter()
+    population = key.ndim == 1
+    members = int(key.shape[0]) if population else None
     spec = Spec.make(net, config, data.n_train, population=population,
-                     shared_order=population and config.data_order == "shared")
+                     shared_order=population and config.data_order == "shared",
+                     condition_arrays=tuple(sorted(conditions.arrays)) if conditions is not None else ())
     arrays = data.arrays()
     if data.x_val is not None:
         arrays.update(x_val=data.x_val, y_val=data.y_val)
-    arrays = jax.device_put(arrays)
+    if conditions is not None:
+        arrays.update({k: np.asarray(v, arrays[k].dtype) for k, v in conditions.arrays.items()})
     state = init_state(key, net, config, population=population)
-    lr = jnp.full((members,) if population else (), config.learning_rate, jnp.float32)
-    initial = jax.tree.map(np.asarray, _compiled_eval(state, arrays, spec=spec))
+    num_devices = 1
+    if population:
+        mesh = sharding.member_mesh(devices)
+        num_devices = mesh.devices.size
+        size = sharding.padded_size(members, mesh)
+        per_member = TrainState(state.params, state.opt_state, state.step,
+                                state.data_key if not spec.shared_order else None)
+        per_member, member = sharding.pad_members((per_member, member), members, size)
+        per_member, member = sharding.shard_members((per_member, member), mesh)
+        data_key = per_member.data_key if not spec.shared_order else sharding.replicate(state.data_key, mesh)
+        state = per_member._replace(data_key=data_key)
+        arrays = sharding.replicate(arrays, mesh)
+    else:
+        arrays = jax.device_put(arrays)
+        member = jax.device_put(member)
 
+    def host(metrics):  # to NumPy, without the padding members
+        return jax.tree.map(lambda a: np.asarray(a)[:members] if population else np.asarray(a), metrics)
+
+    initial = host(_compiled_eval(state, member, arrays, spec=spec))
     shape = (members,) if population else ()
     diverged = np.zeros(shape, bool)
     diverged_epoch = np.full(shape, -1)
-    rows: list[dict] = []
+    rows_: list[dict] = []
     epochs_done = 0
     bar = tqdm(total=config.epochs, disable=not progress, unit="epoch", file=sys.stderr, dynamic_ncols=True,
-               desc=f"{'x'.join(map(str, net.sizes))}" + (f" x{members} seeds" if population else ""))
+               desc="-".join(map(str, net.sizes)) + (f" x{members} members" if population else ""))
     try:
         while epochs_done < config.epochs:
             n = min(config.eval_every, config.epochs - epochs_done)
-            state, metrics = _compiled_chunk(state, lr, arrays, spec=spec, num_epochs=n)
+            state, metrics = _compiled_chunk(state, member, arrays, spec=spec, num_epochs=n)
             epochs_done += n
-            metrics = jax.tree.map(np.asarray, metrics)
-            rows.append(metrics)
+            metrics = host(metrics)
+            rows_.append(metrics)
             bad = ~np.isfinite(metrics["train_cost"]) & ~diverged
             diverged_epoch = np.where(bad, epochs_done, diverged_epoch)
             diverged = diverged | bad
@@ -318,7 +397,7 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, pr
             ok = ~diverged
             bar.set_postfix({"cost": f"{_mean(metrics['train_cost'], ok):.4f}",
                              "train": f"{_mean(metrics['train_accuracy'], ok):.3f}",
-                             "test": f"{_mean(metrics['test_accuracy'], ok):.3f}"})
+                             "test": f"{_mean(metrics['test_accuracy'], ok):.3f}"}, refresh=False)
             if callback is not None:
                 callback(epochs_done, metrics)
             if np.all(diverged):
@@ -331,12 +410,51 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, pr
 
     history = {"epoch": np.cumsum([min(config.eval_every, config.epochs - i)
                                    for i in range(0, epochs_done, config.eval_every)])}
-    for name in rows[0]:
-        history[name] = np.stack([r[name] for r in rows], axis=-1)
-    jax.block_until_ready(state)
-    return FitResult(params=from_compute_layout(state.params), history=history, initial=initial, diverged=diverged,
+    for name in rows_[0]:
+        history[name] = np.stack([r[name] for r in rows_], axis=-1)
+    params = from_compute_layout(state.params)
+    if population:
+        params = jax.tree.map(lambda a: a[:members], params)
+    jax.block_until_ready(params)
+    return FitResult(params=params, history=history, initial=initial, diverged=diverged,
                      diverged_epoch=diverged_epoch, epochs_run=epochs_done, state=state,
-                     wall_seconds=time.perf_counter() - start, config=config, num_members=members)
+                     wall_seconds=time.perf_counter() - start, config=config, num_members=members,
+                     num_devices=num_devices)
+
+
+def _fit_in_chunks(keys, net, data, config, member, conditions, devices, max_members, progress,
+                   callback) -> FitResult:
+    """Trains a population ``max_members`` at a time; the last chunk is padded so all share one program."""
+    start = time.perf_counter()
+    members = int(keys.shape[0])
+    results = []
+    for lo in range(0, members, max_members):
+        take = np.arange(lo, lo + max_members) % members  # pad the last chunk by wrapping around
+        sub_conditions = None if conditions is None else dataclasses.replace(conditions,
+                                                                             index=member["condition"][take])
+        results.append(_fit(keys[take], net, data, config, {k: v[take] for k, v in member.items()},
+                            sub_conditions, devices, progress, callback))
+    keep = [min(max_members, members - lo) for lo in range(0, members, max_members)]
+    cat = lambda *xs: np.concatenate([np.asarray(x)[:k] for x, k in zip(xs, keep)])
+    epochs = max(r.epochs_run for r in results)
+    history = {"epoch": max((r.history["epoch"] for r in results), key=len)}
+    for name in results[0].history:
+        if name != "epoch":
+            history[name] = cat(*[_pad_history(r.history[name], len(history["epoch"])) for r in results])
+    params = jax.tree.map(lambda *xs: jnp.concatenate([x[:k] for x, k in zip(xs, keep)]),
+                          *[r.params for r in results])
+    return FitResult(params=params, history=history,
+                     initial={k: cat(*[r.initial[k] for r in results]) for k in results[0].initial},
+                     diverged=cat(*[r.diverged for r in results]),
+                     diverged_epoch=cat(*[r.diverged_epoch for r in results]), epochs_run=epochs,
+                     state=results[-1].state, wall_seconds=time.perf_counter() - start, config=config,
+                     num_members=members, num_devices=results[0].num_devices)
+
+
+def _pad_history(values: np.ndarray, length: int) -> np.ndarray:
+    """Pads a chunk that stopped early (all members diverged or reached the target) with NaN."""
+    missing = length - values.shape[-1]
+    return values if missing == 0 else np.concatenate([values, np.full(values.shape[:-1] + (missing,), np.nan)], -1)
 
 
 def _mean(values: np.ndarray, mask: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import pytest
 
 import jaxgd
 from jaxgd import MLP, TrainConfig, fit
-from jaxgd.train import Spec, init_state, train_chunk
+from jaxgd.train import Spec, from_compute_layout, init_state, train_chunk
 
 train_module = importlib.import_module("jaxgd.train")
 NET = MLP((64, 16, 16, 10))
@@ -59,10 +59,11 @@ def test_pure_epoch_function_vmaps_over_keys(small_digits):
     keys = jax.random.split(jax.random.key(0), 3)
     chunk = functools.partial(train_chunk, spec=spec, num_epochs=2)
     states = jax.vmap(lambda k: init_state(k, NET, config))(keys)
-    batched, metrics = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))(states, jnp.float32(3.0), data)
+    member = {"lr": jnp.float32(3.0), "condition": jnp.int32(0)}
+    batched, metrics = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))(states, member, data)
     assert metrics["test_accuracy"].shape == (3,)
     for i, k in enumerate(keys):
-        single, m = jax.jit(chunk)(init_state(k, NET, config), jnp.float32(3.0), data)
+        single, m = jax.jit(chunk)(init_state(k, NET, config), member, data)
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched.params), single.params, rtol=2e-5,
                                     atol=2e-5)
         np.testing.assert_allclose(metrics["test_cost"][i], m["test_cost"], rtol=1e-4)
@@ -82,8 +83,9 @@ def test_full_batch_step_is_exactly_one_gradient_step(small_digits, x64):
     result = fit(jax.random.key(2), net, ds, config)
     state0 = init_state(jax.random.key(2), net, config)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-    grads = jax.grad(jaxgd.cost_fn(net, "quadratic"))(state0.params, x, y)
-    expected = jax.tree.map(lambda p, g: p - 0.1 * g, state0.params, grads)
+    params0 = from_compute_layout(state0.params)
+    grads = jax.grad(jaxgd.cost_fn(net, "quadratic"))(params0, x, y)
+    expected = jax.tree.map(lambda p, g: p - 0.1 * g, params0, grads)
     chex.assert_trees_all_close(result.params, expected, rtol=1e-5, atol=1e-6)
 
 
