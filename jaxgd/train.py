@@ -75,6 +75,7 @@ class Spec:
     population: bool = False
     shared_order: bool = False
     condition_arrays: tuple[str, ...] = ()  # data arrays with a leading condition axis
+    members: int | None = None  # population size (sizes the evaluation chunks)
 
     @classmethod
     def make(cls, net: MLP, config: TrainConfig, n_train: int, **kw) -> "Spec":
@@ -85,7 +86,17 @@ class Spec:
                    schedule=config.schedule,
                    # only decaying schedules need the run's length: keep it out of the compiled program otherwise
                    total_steps=steps * config.epochs if config.schedule in ("cosine", "linear") else 0,
-                   gradient=config.gradient, eval_batch_size=config.eval_batch_size, **kw)
+                   gradient=config.gradient, eval_batch_size=_eval_chunk(net, config, kw.get("members")), **kw)
+
+
+#: Activations (members x examples x width) one evaluation chunk may hold at once: 16 Mi floats, 64 MiB.
+EVAL_ACTIVATIONS = 2 ** 24
+
+
+def _eval_chunk(net: MLP, config: TrainConfig, members: int | None) -> int:
+    """Examples per evaluation chunk: the configured size, smaller for large populations."""
+    per_example = (members or 1) * max(net.sizes[1:])
+    return max(64, min(config.eval_batch_size, EVAL_ACTIVATIONS // per_example))
 
 
 def batch_order(key: jax.Array, spec: Spec, n: int) -> jax.Array:
@@ -160,6 +171,31 @@ def evaluate_state(state: TrainState, member, data, *, spec: Spec):
     return fn(state.params, member, data)
 
 
+def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num_epochs: int) -> TrainState:
+    """``num_epochs`` epochs of training alone (see :func:`train_chunk` for the arguments)."""
+    n = data["y_train"].shape[-1]
+    per_member_order = spec.population and not spec.shared_order
+    train = functools.partial(train_steps, spec=spec)
+    if spec.population:
+        # A shared order leaves the minibatch indices unbatched, so the first layer of every
+        # member becomes one (batch, n_in) x (n_in, S * n_out) matrix product.
+        train = jax.vmap(train, in_axes=(0, 0, 0, 0, 0 if per_member_order else None, None))
+
+    def epoch(state: TrainState, _):
+        if per_member_order:
+            keys = jax.vmap(jax.random.split)(state.data_key)
+            # one member's permutation at a time: O(n) sort temporaries instead of O(S * n)
+            new_key, idx = keys[:, 0], jax.lax.map(lambda k: batch_order(k, spec, n), keys[:, 1])
+        else:
+            new_key, sub = jax.random.split(state.data_key)
+            idx = batch_order(sub, spec, n)
+        params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx, data)
+        return TrainState(params, opt_state, step, new_key), None
+
+    state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)
+    return state
+
+
 def train_chunk(state: TrainState, member: dict, data: dict, *, spec: Spec, num_epochs: int):
     """``num_epochs`` epochs, then one evaluation. Pure; jit with ``spec`` and ``num_epochs`` static.
 
@@ -175,25 +211,7 @@ def train_chunk(state: TrainState, member: dict, data: dict, *, spec: Spec, num_
       ``(state, metrics)`` with metrics ``{"train_cost", "train_accuracy", ...}`` as
       scalars (or ``(S,)``) after the last epoch of the chunk.
     """
-    n = data["y_train"].shape[-1]
-    per_member_order = spec.population and not spec.shared_order
-    train = functools.partial(train_steps, spec=spec)
-    if spec.population:
-        # A shared order leaves the minibatch indices unbatched, so the first layer of every
-        # member becomes one (batch, n_in) x (n_in, S * n_out) matrix product.
-        train = jax.vmap(train, in_axes=(0, 0, 0, 0, 0 if per_member_order else None, None))
-
-    def epoch(state: TrainState, _):
-        if per_member_order:
-            keys = jax.vmap(jax.random.split)(state.data_key)
-            new_key, idx = keys[:, 0], jax.vmap(lambda k: batch_order(k, spec, n))(keys[:, 1])
-        else:
-            new_key, sub = jax.random.split(state.data_key)
-            idx = batch_order(sub, spec, n)
-        params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx, data)
-        return TrainState(params, opt_state, step, new_key), None
-
-    state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)
+    state = train_epochs(state, member, data, spec=spec, num_epochs=num_epochs)
     return state, evaluate_state(state, member, data, spec=spec)
 
 
@@ -347,7 +365,7 @@ def _fit(key, net, data, config, member, conditions, devices, progress, callback
     start = time.perf_counter()
     population = key.ndim == 1
     members = int(key.shape[0]) if population else None
-    spec = Spec.make(net, config, data.n_train, population=population,
+    spec = Spec.make(net, config, data.n_train, population=population, members=members,
                      shared_order=population and config.data_order == "shared",
                      condition_arrays=tuple(sorted(conditions.arrays)) if conditions is not None else ())
     arrays = data.arrays()

@@ -12,8 +12,11 @@ import numpy as np
 from jaxgd.data.dataset import Dataset
 from jaxgd.data.idx import IDXError, load_idx_dir, read_idx, write_idx
 from jaxgd.data.tfds_source import DatasetNotPrepared
+from jaxgd.data import randomize
+from jaxgd.data.randomize import corrupt_labels, gaussian_inputs, random_labels, random_pixels, shuffled_pixels
 
-__all__ = ["Dataset", "load", "load_digits", "IDXError", "DatasetNotPrepared", "read_idx", "write_idx"]
+__all__ = ["Dataset", "load", "load_digits", "subset", "IDXError", "DatasetNotPrepared", "read_idx", "write_idx",
+           "randomize", "corrupt_labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian_inputs"]
 
 #: Fraction of scikit-learn's 1,797 digits held out as the test split.
 DIGITS_TEST_FRACTION = 0.2

@@ -1,0 +1,53 @@
+"""Shared pieces of the benchmarks: the MNIST-shaped data, timing, FLOP counts and the matmul ceiling."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+SIZES = (784, 16, 16, 10)
+N_TRAIN = 50_000
+LEARNING_RATE = 3.0
+
+
+def mnist_shaped(n: int = N_TRAIN, seed: int = 0):
+    """50,000 x 784 uniform inputs in [0, 1) and labels in 0..9: timing needs the shape, not the digits."""
+    rng = np.random.default_rng(seed)
+    return rng.random((n, SIZES[0]), dtype=np.float32), rng.integers(0, SIZES[-1], n).astype(np.int32)
+
+
+def num_weights(sizes=SIZES) -> int:
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def epoch_flops(seeds: int, n: int = N_TRAIN, sizes=SIZES) -> float:
+    """6 x weights x examples per seed-epoch (2 forward, 4 backward), times the seeds."""
+    return 6.0 * num_weights(sizes) * n * seeds
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` calls of ``fn()`` (which must block until its work is done)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_rate(n: int = 2048) -> dict:
+    """Float32 matrix-multiply rate (FLOP/s) of jax.numpy and NumPy on this machine, and the better of the two."""
+    import jax
+    import jax.numpy as jnp
+
+    a = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    mm = jax.jit(lambda x: x @ x)
+    ja = jax.device_put(a)
+    mm(ja).block_until_ready()
+    t_jax = best_time(lambda: mm(ja).block_until_ready(), 5)
+    a @ a
+    t_np = best_time(lambda: a @ a, 5)
+    flops = 2.0 * n ** 3
+    out = {"jax": flops / t_jax, "numpy": flops / t_np}
+    out["ceiling"] = max(out.values())
+    return out

@@ -1,0 +1,308 @@
+"""Time per seed-epoch of the lesson's 784-16-16-10 network: jaxgd against the tools researchers would use.
+
+    python -m benchmarks.train_speed            # the full table (a few minutes on 2 CPU cores)
+    python -m benchmarks.train_speed --quick    # a smoke run
+
+Every contender trains the same sigmoid network with the quadratic cost and plain SGD
+(learning rate 3.0) on the same 50,000 x 784 MNIST-shaped inputs. Each is timed over a
+fixed number of optimizer steps after a warm-up (best of several runs) and scaled to one
+epoch of 50,000 examples, training alone (no evaluation). Speed-ups are ratios from this
+one run on this one machine. A peer that is not installed (torch) is reported as skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import common
+
+
+def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int) -> float:
+    """jaxgd's compiled training program (``jaxgd.train.train_epochs``), scaled to one epoch.
+
+    The program is timed with ``steps`` and ``2 * steps`` optimizer steps per epoch;
+    the difference is the cost of ``steps`` steps, the rest the once-per-epoch cost
+    (drawing each member's permutation of the 50,000 examples). One epoch is
+    ``fixed + (50,000 / batch) x per-step``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import jaxgd
+    from jaxgd.train import Spec, init_state, train_epochs
+
+    net = jaxgd.MLP(common.SIZES)
+    n = int(data["y_train"].shape[0])
+    config = jaxgd.TrainConfig(batch_size=batch_size, epochs=1, data_order=order,
+                               learning_rate=common.LEARNING_RATE)
+    population = seeds > 1
+    spec = Spec.make(net, config, n, population=population, shared_order=population and order == "shared")
+    key = jax.random.split(jax.random.key(0), seeds) if population else jax.random.key(0)
+    shape = (seeds,) if population else ()
+    member = {"lr": jnp.full(shape, common.LEARNING_RATE, jnp.float32), "condition": jnp.zeros(shape, jnp.int32)}
+    times = []
+    for k in (steps, 2 * steps):
+        short = dataclasses.replace(spec, steps_per_epoch=k)  # the same program, k steps per epoch
+        run = jax.jit(lambda s, short=short: train_epochs(s, member, data, spec=short, num_epochs=1))
+        state = jax.block_until_ready(run(init_state(key, net, config, population=population)))  # compile, warm up
+
+        def once():
+            nonlocal state
+            state = jax.block_until_ready(run(state))
+
+        times.append(common.best_time(once, 3))
+    per_step = max(times[1] - times[0], 0.0) / steps
+    fixed = max(times[0] - steps * per_step, 0.0)
+    return fixed + per_step * (n // batch_size)
+
+
+def _steps_for(seeds: int, batch_size: int, quick: bool) -> int:
+    """Steps per timed run: about the same amount of work whatever the population, at most half an epoch."""
+    work = 1_000_000 if not quick else 50_000  # examples x seeds
+    return max(4, min(common.N_TRAIN // batch_size // 2, work // (seeds * batch_size)))
+
+
+def memory_probe(seeds: int, order: str) -> dict:
+    """Runs (in this process) the real training program — 1,000 networks, 50,000 examples, evaluation
+    included — for a few steps, and reports the process's peak resident memory and XLA's own accounting."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxgd
+    from jaxgd.train import Spec, _compiled_chunk, init_state
+
+    x, y = common.mnist_shaped()
+    x_test, y_test = common.mnist_shaped(10_000, seed=1)
+    data = jax.device_put({"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test})
+    del x, y, x_test, y_test
+    net = jaxgd.MLP(common.SIZES)
+    config = jaxgd.TrainConfig(batch_size=10, epochs=1, data_order=order)
+    full = Spec.make(net, config, common.N_TRAIN, population=True, members=seeds, shared_order=order == "shared")
+    short = dataclasses.replace(full, steps_per_epoch=20)
+    state = init_state(jax.random.split(jax.random.key(0), seeds), net, config, population=True)
+    member = {"lr": jnp.full((seeds,), 3.0), "condition": jnp.zeros((seeds,), jnp.int32)}
+    temp = {}
+    for name, spec in (("short", short), ("full", full)):
+        compiled = _compiled_chunk.lower(state, member, data, spec=spec, num_epochs=1).compile()
+        temp[name] = compiled.memory_analysis().temp_size_in_bytes
+    state, metrics = _compiled_chunk(state, member, data, spec=short, num_epochs=1)
+    jax.block_until_ready(metrics)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    # The run covers 20 steps; a whole epoch's program needs (temp_full - temp_short) more
+    # temporaries (each member's epoch order), which XLA's own accounting gives exactly.
+    return {"seeds": seeds, "order": order, "peak_rss_20_steps_bytes": peak,
+            "xla_temp_bytes_20_steps": temp["short"], "xla_temp_bytes_epoch": temp["full"],
+            "peak_bytes": peak + max(0, temp["full"] - temp["short"])}
+
+
+def _probe_in_subprocess(seeds: int, order: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--memory-probe", str(seeds), order],
+                          capture_output=True, text=True, timeout=1200,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0:
+        return {"seeds": seeds, "order": order, "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peer(name: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs), None
+    except ImportError as e:
+        return None, f"skipped ({e.name or e} not installed)"
+
+
+def run(quick: bool = False, memory: bool = True) -> dict:
+    import jax
+
+    from benchmarks.peers import jax_naive, numpy_textbook, torch_eager, torch_func
+
+    x, y = common.mnist_shaped()
+    data = jax.device_put({"x_train": x, "y_train": y})
+    rows = []
+
+    def add(contender, seeds, order, batch, seconds, note=None):
+        rows.append({"contender": contender, "seeds": seeds, "order": order, "batch": batch,
+                     "seconds_per_epoch": seconds, "seconds_per_seed_epoch": None if seconds is None else seconds / seeds,
+                     "note": note})
+        if seconds is None:
+            print(f"  {contender:<22} seeds={seeds:<5} batch={batch:<4} {note}", flush=True)
+        else:
+            print(f"  {contender:<22} seeds={seeds:<5} {order or '':<8} batch={batch:<4} "
+                  f"{seconds / seeds * 1e3:10.2f} ms/seed-epoch", flush=True)
+
+    print("matrix-multiply ceiling ...", flush=True)
+    rate = common.matmul_rate(1024 if quick else 2048)
+    print(f"  float32 matmul: jax {rate['jax'] / 1e9:.1f} GFLOP/s, numpy {rate['numpy'] / 1e9:.1f} GFLOP/s", flush=True)
+
+    configs = [(1, "per_seed", 10), (1, "per_seed", 100)]
+    populations = (10, 100) if quick else (10, 100, 1000)
+    for s in populations:
+        for order in ("shared", "per_seed"):
+            configs.append((s, order, 10))
+    configs += [(100, "shared", 100), (100, "per_seed", 100)]
+    if not quick:
+        configs.append((1000, "shared", 100))
+    print("jaxgd ...", flush=True)
+    for seeds, order, batch in configs:
+        t = jaxgd_seconds_per_epoch(data, seeds, order, batch, _steps_for(seeds, batch, quick))
+        add("jaxgd", seeds, order if seeds > 1 else None, batch, t)
+
+    print("peers ...", flush=True)
+    steps = 50 if quick else 300
+    for batch in (10, 100):
+        t, note = _peer("torch", torch_eager.seconds_per_epoch, x, y, batch, steps=steps)
+        add("pytorch eager", 1, None, batch, t, note)
+    for seeds, batch in ((100, 10),) if quick else ((10, 10), (100, 10), (100, 100)):
+        t, note = _peer("torch", torch_func.seconds_per_epoch, x, y, batch, seeds, steps=10 if quick else 50)
+        add("pytorch torch.func", seeds, "shared", batch, t, note)
+    t, _ = _peer("numpy", numpy_textbook.seconds_per_epoch, x, y, 10, steps=20 if quick else 100)
+    add("numpy textbook", 1, None, 10, t)
+    for batch in (10, 100):
+        t, _ = _peer("jax", jax_naive.seconds_per_epoch, x, y, batch, steps=steps)
+        add("naive jax", 1, None, batch, t)
+
+    for r in rows:
+        s = r["seconds_per_epoch"]
+        r["gflops"] = None if s is None else common.epoch_flops(r["seeds"]) / s / 1e9
+        r["fraction_of_matmul"] = None if s is None else common.epoch_flops(r["seeds"]) / s / rate["ceiling"]
+
+    memory_rows = []
+    if memory and not quick:
+        print("memory of 1,000 seeds on 50,000 examples ...", flush=True)
+        memory_rows = [_probe_in_subprocess(1000, order) for order in ("shared", "per_seed")]
+
+    return {"rows": rows, "matmul": rate, "memory": memory_rows, "checks": checks(rows, memory_rows),
+            "machine": machine(), "quick": quick}
+
+
+def _find(rows, contender, seeds, order, batch):
+    for r in rows:
+        if (r["contender"], r["seeds"], r["order"], r["batch"]) == (contender, seeds, order, batch):
+            return r
+    return None
+
+
+def checks(rows, memory_rows) -> list[dict]:
+    """The issue's targets, as ratios read off this run (None where a contender was skipped)."""
+    def per_seed(c, s, o, b):
+        r = _find(rows, c, s, o, b)
+        return None if r is None else r["seconds_per_seed_epoch"]
+
+    def ratio(a, b):
+        return None if a is None or b is None else a / b
+
+    eager = per_seed("pytorch eager", 1, None, 10)
+    one = per_seed("jaxgd", 1, None, 10)
+    shared100 = per_seed("jaxgd", 100, "shared", 10)
+    out = [
+        {"check": "1 seed, batch 10: x faster than pytorch eager", "value": ratio(eager, one), "target": 10},
+        {"check": "100 seeds shared, batch 10: x faster than pytorch eager", "value": ratio(eager, shared100),
+         "target": 50},
+        {"check": "100 seeds shared, batch 10: x faster than torch.func ensemble",
+         "value": ratio(per_seed("pytorch torch.func", 100, "shared", 10), shared100), "target": 4},
+        {"check": "100 seeds per-seed, batch 10: x faster than jaxgd 1 seed",
+         "value": ratio(one, per_seed("jaxgd", 100, "per_seed", 10)), "target": 2},
+    ]
+    r = _find(rows, "jaxgd", 100, "shared", 100)
+    out.append({"check": "100 seeds shared, batch 100: fraction of the matmul rate",
+                "value": None if r is None else r["fraction_of_matmul"], "target": 0.70})
+    for m in memory_rows:
+        if "peak_bytes" in m:
+            out.append({"check": f"1000 seeds ({m['order']}) on 50,000 examples: peak GB", "value": m["peak_bytes"] / 1e9,
+                        "target": 1.5, "lower_is_better": True})
+    for c in out:
+        v = c["value"]
+        c["met"] = None if v is None else (v <= c["target"] if c.get("lower_is_better") else v >= c["target"])
+    return out
+
+
+def machine() -> dict:
+    import jax
+
+    from jaxgd.results import environment
+
+    env = environment()
+    env.update(cpu_count=os.cpu_count(), processor=platform.processor() or platform.machine())
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        env["torch"] = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            env["cpu_model"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+    except OSError:
+        pass
+    return env
+
+
+def format_table(result: dict) -> str:
+    eager = _find(result["rows"], "pytorch eager", 1, None, 10)
+    base = eager["seconds_per_seed_epoch"] if eager and eager["seconds_per_seed_epoch"] else None
+    lines = [f"| contender | seeds | data order | batch | ms per seed-epoch | GFLOP/s | % of matmul | vs pytorch eager (batch 10) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        if r["seconds_per_epoch"] is None:
+            lines.append(f"| {r['contender']} | {r['seeds']} | {r['order'] or '-'} | {r['batch']} | {r['note']} | | | |")
+            continue
+        ms = r["seconds_per_seed_epoch"] * 1e3
+        speed = f"{base / r['seconds_per_seed_epoch']:.1f}x" if base else "-"
+        lines.append(f"| {r['contender']} | {r['seeds']} | {r['order'] or '-'} | {r['batch']} | {ms:,.2f} | "
+                     f"{r['gflops']:.1f} | {100 * r['fraction_of_matmul']:.1f}% | {speed} |")
+    m = result["matmul"]
+    lines.append("")
+    lines.append(f"float32 matmul ceiling: {m['ceiling'] / 1e9:.1f} GFLOP/s (jax {m['jax'] / 1e9:.1f}, numpy {m['numpy'] / 1e9:.1f}); "
+                 "FLOPs counted as 6 x 12,960 weights x 50,000 examples per seed-epoch.")
+    for mem in result["memory"]:
+        if "peak_bytes" in mem:
+            lines.append(f"1,000 seeds ({mem['order']} order), 50,000 x 784 examples, evaluation included: peak "
+                         f"{mem['peak_bytes'] / 1e9:.2f} GB (resident {mem['peak_rss_20_steps_bytes'] / 1e9:.2f} GB over 20 steps, "
+                         f"plus XLA temporaries of a whole epoch {mem['xla_temp_bytes_epoch'] / 1e6:.0f} MB "
+                         f"vs {mem['xla_temp_bytes_20_steps'] / 1e6:.0f} MB)")
+        else:
+            lines.append(f"memory probe ({mem['order']}) failed: {mem.get('error')}")
+    lines.append("")
+    for c in result["checks"]:
+        v = "skipped" if c["value"] is None else f"{c['value']:.2f}"
+        verdict = "n/a" if c["met"] is None else ("met" if c["met"] else "NOT met")
+        lines.append(f"- {c['check']}: {v} (target {'<=' if c.get('lower_is_better') else '>='} {c['target']}): {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--no-memory", action="store_true", help="skip the 1,000-seed memory probe")
+    parser.add_argument("--out", default="runs/bench/train_speed.json", help="where to write the JSON results")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("SEEDS", "ORDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(int(args.memory_probe[0]), args.memory_probe[1])))
+        return 0
+    start = time.perf_counter()
+    result = run(quick=args.quick, memory=not args.no_memory)
+    result["wall_seconds"] = time.perf_counter() - start
+    from jaxgd.results import write_json
+
+    write_json(args.out, result)
+    m = result["machine"]
+    print(f"\n{m.get('cpu_model')} ({m['cpu_count']} cores), {m['backend']} backend, jax {m['jax']}, torch {m['torch']}\n")
+    print(format_table(result))
+    print(f"\nwrote {args.out} in {result['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The benchmark's contenders train the same network with the same math; its report is well formed."""
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgd
+from benchmarks import common, train_speed
+from benchmarks.peers import numpy_textbook
+
+
+def test_numpy_textbook_peer_computes_the_lessons_gradient():
+    rng = np.random.default_rng(0)
+    net = numpy_textbook.Network(common.SIZES, rng)
+    x = rng.random((5, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 5)
+    eye = np.eye(10, dtype=np.float32)
+    sums_w = [np.zeros_like(w) for w in net.weights]
+    for xi, yi in zip(x, y):
+        _, dw = net.backprop(xi[:, None], eye[yi][:, None])
+        sums_w = [s + d for s, d in zip(sums_w, dw)]
+    params = [{"w": jnp.asarray(w.T), "b": jnp.asarray(b[:, 0])} for w, b in zip(net.weights, net.biases)]
+    ours = jaxgd.backprop(jaxgd.MLP(common.SIZES), "quadratic", params, x, y)
+    for s, g in zip(sums_w, ours):
+        np.testing.assert_allclose(s.T / 5, g["w"], rtol=2e-3, atol=1e-5)
+
+
+def test_jaxgd_timing_scales_to_an_epoch():
+    x, y = common.mnist_shaped(2_000)
+    data = jax.device_put({"x_train": x, "y_train": y})
+    t = train_speed.jaxgd_seconds_per_epoch(data, seeds=3, order="shared", batch_size=10, steps=4)
+    assert np.isfinite(t) and t > 0
+
+
+def test_a_missing_peer_is_skipped_not_failed(monkeypatch):
+    from benchmarks.peers import torch_eager
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    seconds, note = train_speed._peer("torch", torch_eager.seconds_per_epoch, *common.mnist_shaped(100), 10)
+    assert seconds is None and note.startswith("skipped")
+
+
+def test_checks_read_the_targets_off_the_rows():
+    rows = [
+        {"contender": "jaxgd", "seeds": 1, "order": None, "batch": 10, "seconds_per_seed_epoch": 0.1},
+        {"contender": "pytorch eager", "seeds": 1, "order": None, "batch": 10, "seconds_per_seed_epoch": 2.0},
+        {"contender": "jaxgd", "seeds": 100, "order": "shared", "batch": 10, "seconds_per_seed_epoch": 0.05},
+    ]
+    out = {c["check"]: c for c in train_speed.checks(rows, [])}
+    assert out["1 seed, batch 10: x faster than pytorch eager"]["value"] == pytest.approx(20.0)
+    assert out["1 seed, batch 10: x faster than pytorch eager"]["met"] is True
+    assert out["100 seeds shared, batch 10: x faster than pytorch eager"]["met"] is False
+    assert out["100 seeds shared, batch 10: x faster than torch.func ensemble"]["met"] is None
