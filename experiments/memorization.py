@@ -38,22 +38,28 @@ class MemorizationConfig:
     activation: str = "relu"
     cost: str = "cross_entropy"
     optimizer: str = "momentum"
-    learning_rate: float = 0.01
+    learning_rate: float = 0.05
     momentum: float = 0.9
     batch_size: int = 32
     epochs: int = 300
     init: str = "he"
-    seeds: int = 3
+    seeds: int = 4
     corruptions: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
     input_randomizations: tuple[str, ...] = ("shuffled_pixels", "random_pixels", "gaussian")
     fit_threshold: float = 1.0
+    # "shared": every condition and seed sees the same minibatch sequence, so conditions are
+    # compared on equal terms and seeds differ in their initialisation only.
+    data_order: str = "shared"
     seed: int = 0
     max_members: int | None = None
 
 
 PRESETS = {
-    # Embedded digits: 1,438 training images, 1x512 ReLU, SGD with momentum, as in the papers.
-    "quick": MemorizationConfig(),
+    # Embedded digits: 1,438 training images, 1x96 ReLU, SGD with momentum. 96 units are still
+    # over-parameterised here (7,306 parameters for 1,438 examples). With the papers' 512 units, so
+    # small a set is memorised about equally fast at every corruption above 0.4 (`--hidden 512`);
+    # with 64 units random labels are not fit within 400 epochs (`--hidden 64`).
+    "quick": MemorizationConfig(hidden=(96,), seeds=6, epochs=500),
     # The papers' scale: MNIST (TFDS or --data-dir), 1x512 ReLU, 5 seeds.
     "mnist": MemorizationConfig(dataset="mnist", epochs=100, batch_size=128, learning_rate=0.01, seeds=5,
                                 max_members=15),
@@ -79,10 +85,12 @@ def build_conditions(key, data, config: MemorizationConfig):
         ys_train.append(y_train)
 
     add("true_labels", 0.0)
-    label_keys = jax.random.split(k_labels, len(config.corruptions) + 1)
-    for k, p in zip(label_keys, config.corruptions):
-        add("corrupt_labels", float(p), y_train=randomize.corrupt_labels(k, data.y_train, p, data.num_classes))
-    add("random_labels", 1.0, y_train=randomize.random_labels(label_keys[-1], data.y_train, data.num_classes))
+    # One key for every corruption level (common random numbers): the labels corrupted at p
+    # are a subset of those corrupted at any larger p, and each level's marginal distribution
+    # is still Zhang et al.'s. Differences between levels then reflect p, not the draw.
+    for p in sorted(config.corruptions):
+        add("corrupt_labels", float(p), y_train=randomize.corrupt_labels(k_labels, data.y_train, p, data.num_classes))
+    add("random_labels", 1.0, y_train=randomize.random_labels(k_labels, data.y_train, data.num_classes))
     k_shuffle, k_random_train, k_random_test, k_gauss = jax.random.split(k_inputs, 4)
     for name in config.input_randomizations:
         if name == "shuffled_pixels":
@@ -134,7 +142,8 @@ def run(config: MemorizationConfig, *, progress: bool = False) -> dict:
     net = jaxgd.MLP((data.input_dim, *config.hidden, data.num_classes), activation=config.activation, output=output)
     train_config = jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
                                      momentum=config.momentum, batch_size=config.batch_size, epochs=config.epochs,
-                                     init=config.init, target_accuracy=config.fit_threshold)
+                                     init=config.init, target_accuracy=config.fit_threshold,
+                                     data_order=config.data_order)
     result = jaxgd.fit(keys, net, data, train_config, conditions=Conditions(arrays, index),
                        max_members=config.max_members, progress=progress)
 

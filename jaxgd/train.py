@@ -399,7 +399,7 @@ def _fit(key, net, data, config, member, conditions, devices, progress, callback
     diverged_epoch = np.full(shape, -1)
     rows_: list[dict] = []
     epochs_done = 0
-    bar = tqdm(total=config.epochs, disable=not progress, unit="epoch", file=sys.stderr, dynamic_ncols=True,
+    bar = tqdm(total=config.epochs, disable=not progress, unit="epoch", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
                desc="-".join(map(str, net.sizes)) + (f" x{members} members" if population else ""))
     try:
         while epochs_done < config.epochs:
