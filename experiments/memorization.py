@@ -15,14 +15,15 @@ Gaussian inputs) x every seed trains as one population through ``jaxgd.fit``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+if __package__ in (None, ""):  # run as `python experiments/memorization.py`: make `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CONDITIONS = ("true_labels", "corrupt_labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian")
 
@@ -237,7 +238,7 @@ def figures(results: dict, out: Path) -> None:
 
 
 def format_table(results: dict) -> str:
-    lines = ["| condition | corruption | epochs to fit (100%) | epochs to 99% | final train acc | final test acc | gap closed at 10% |",
+    lines = [f"{results['epochs_run']} epochs on {results['dataset']['name']}, network {results['network']['sizes']}","| condition | corruption | epochs to fit (100%) | epochs to 99% | final train acc | final test acc | gap closed at 10% |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, f: "not reached" if v is None else format(v, f)
     for s in results["summary"]:
@@ -269,36 +270,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    from jaxgd.cli import USER_ERRORS, UsageError
-    from jaxgd.results import write_json
+def make_config(args) -> MemorizationConfig:
+    from experiments.common import config_from_args
 
-    try:
-        args = parse_args(argv)
-        config = PRESETS[args.preset]
-        changes = {k: getattr(args, k) for k in ("hidden", "activation", "cost", "optimizer", "learning_rate",
-                                                 "batch_size", "epochs", "seeds", "corruptions", "seed",
-                                                 "max_members", "n_train", "data_dir")
-                   if getattr(args, k) is not None}
-        if args.dataset is not None or args.data_dir is not None:
-            changes["dataset"] = args.dataset  # None with --data-dir: read IDX files
-        if any(not 0 < p < 1 for p in changes.get("corruptions", ())):
-            raise ValueError(f"--corruptions must lie strictly between 0 and 1, got {changes['corruptions']}.")
-        config = dataclasses.replace(config, **changes)
-        out = Path(args.out or f"runs/memorization-{args.preset}")
-        results = run(config, progress=not args.quiet)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as e:
-        print(f"memorization.py: error: {e}", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", results)
-    figures(results, out)
-    print(format_table(results))
-    print(f"{results['epochs_run']} epochs, {results['wall_seconds']:.0f} s -> {out}/results.json, {out}/memorization.png")
-    return 0
+    if args.corruptions is not None and any(not 0 < p < 1 for p in args.corruptions):
+        raise ValueError(f"--corruptions must lie strictly between 0 and 1, got {args.corruptions}.")
+    return config_from_args(args, PRESETS, ("hidden", "activation", "cost", "optimizer", "learning_rate",
+                                            "batch_size", "epochs", "seeds", "corruptions", "seed", "max_members",
+                                            "n_train", "data_dir"))
+
+
+def main(argv=None) -> int:
+    from experiments import common
+
+    return common.main("memorization.py", argv, parse_args, make_config, run, figures, format_table,
+                       "runs/memorization-{preset}")
 
 
 if __name__ == "__main__":

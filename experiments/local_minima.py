@@ -1,0 +1,267 @@
+"""Local minima of equal quality: do different random starts end in equally good minima?
+
+Reproduces Choromanska, Henaff, Mathieu, Ben Arous and LeCun, "The Loss Surfaces of Multilayer
+Networks", AISTATS 2015, https://arxiv.org/abs/1412.0233 (Figure: test losses of the minima
+reached from many random initialisations concentrate, and concentrate more as the network
+grows), and goes further with :mod:`jaxgd.landscape`: the loss barrier on the straight line
+between two minima before and after permuting hidden units to match (Ainsworth et al.,
+arXiv 2209.04836), and the sharpness of each minimum.
+
+    python experiments/local_minima.py --preset quick              # embedded digits, under 3 minutes
+    python experiments/local_minima.py --preset mnist --data-dir ~/data/mnist
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as `python experiments/local_minima.py`: make `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+MODES = {"init_and_order": "per_seed", "init_only": "shared"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalMinimaConfig:
+    dataset: str | None = "digits"
+    data_dir: str | None = None
+    n_train: int | None = None
+    widths: tuple[int, ...] = (25, 50, 100, 250, 500)
+    depth: int = 1
+    activation: str = "relu"
+    cost: str = "cross_entropy"
+    optimizer: str = "sgd"
+    learning_rate: float = 0.3
+    batch_size: int = 32
+    epochs: int = 30
+    init: str = "he"
+    seeds: int = 100
+    modes: tuple[str, ...] = ("init_and_order", "init_only")
+    pairs: int = 10
+    interpolation_points: int = 25
+    sharpness_iters: int = 20
+    sharpness_examples: int = 512
+    seed: int = 0
+    max_members: int | None = None
+
+
+PRESETS = {
+    "quick": LocalMinimaConfig(),
+    "mnist": LocalMinimaConfig(dataset="mnist", epochs=20, learning_rate=0.1, batch_size=64, max_members=100),
+}
+
+
+def _member(tree, i):
+    import jax
+
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progress: bool) -> dict:
+    """Trains ``config.seeds`` networks of one width and measures their minima."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxgd
+    from jaxgd.landscape import align, barrier, sharpness
+    from jaxgd.population import member_stats
+
+    output = "softmax" if config.cost == "cross_entropy" else "sigmoid"
+    net = jaxgd.MLP((data.input_dim, *([width] * config.depth), data.num_classes), activation=config.activation,
+                    output=output)
+    train = jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
+                              batch_size=config.batch_size, epochs=config.epochs, init=config.init,
+                              eval_every=config.epochs, data_order=MODES[mode], data_seed=config.seed)
+    k_train, k_pairs, k_sharp = jax.random.split(key, 3)
+    result = jaxgd.fit(jax.random.split(k_train, config.seeds), net, data, train,
+                       max_members=config.max_members, progress=progress)
+    ok = ~result.diverged
+    final = {m: result.final(m) for m in ("train_cost", "train_accuracy", "test_cost", "test_accuracy")}
+
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    good = np.flatnonzero(ok)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(k_pairs))[-1])
+    barriers_before, barriers_after, max_output_diff = [], [], 0.0
+    for _ in range(min(config.pairs, len(good) // 2)):
+        i, j = rng.choice(good, 2, replace=False)
+        pa, pb = _member(result.params, i), _member(result.params, j)
+        aligned = align(net, pa, pb)
+        barriers_before.append(float(barrier(net, config.cost, pa, pb, x, y, config.interpolation_points)))
+        barriers_after.append(float(barrier(net, config.cost, pa, aligned, x, y, config.interpolation_points)))
+        max_output_diff = max(max_output_diff, float(jnp.max(jnp.abs(net.apply(aligned, x) - net.apply(pb, x)))))
+
+    xs, ys = x[: config.sharpness_examples], y[: config.sharpness_examples]
+    sharp = jax.jit(jax.vmap(lambda p: sharpness(net, config.cost, p, xs, ys, iters=config.sharpness_iters,
+                                                 key=k_sharp)))(result.params)
+    sharp = np.asarray(sharp)
+    stats = {m: member_stats(v, result.diverged) for m, v in final.items()}
+    return {
+        "width": width, "mode": mode, "num_params": net.num_params(), "seeds": int(ok.sum()),
+        "diverged": int((~ok).sum()), "wall_seconds": result.wall_seconds,
+        "per_seed": {**final, "sharpness": sharp, "diverged": result.diverged},
+        "stats": stats,
+        "barriers_before": barriers_before, "barriers_after": barriers_after,
+        "aligned_max_output_diff": max_output_diff,
+        "sharpness": member_stats(sharp, result.diverged),
+    }
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    mean = lambda v: float(np.mean(v)) if len(v) else None
+    return [{
+        "width": r["width"], "mode": r["mode"], "seeds": r["seeds"], "diverged": r["diverged"],
+        "test_cost_mean": r["stats"]["test_cost"]["mean"], "test_cost_std": r["stats"]["test_cost"]["std"],
+        "test_cost_min": r["stats"]["test_cost"]["min"], "test_cost_max": r["stats"]["test_cost"]["max"],
+        "test_accuracy_mean": r["stats"]["test_accuracy"]["mean"],
+        "test_accuracy_std": r["stats"]["test_accuracy"]["std"],
+        "train_cost_mean": r["stats"]["train_cost"]["mean"], "train_cost_std": r["stats"]["train_cost"]["std"],
+        "barrier_before": mean(r["barriers_before"]), "barrier_after": mean(r["barriers_after"]),
+        "aligned_max_output_diff": r["aligned_max_output_diff"],
+        "sharpness_mean": r["sharpness"]["mean"], "sharpness_std": r["sharpness"]["std"],
+    } for r in rows]
+
+
+def run(config: LocalMinimaConfig, *, progress: bool = False) -> dict:
+    import jax
+    from scipy.stats import spearmanr
+
+    import jaxgd
+    from jaxgd.results import environment
+
+    start = time.perf_counter()
+    unknown = set(config.modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"Unknown mode {sorted(unknown)[0]!r}; choose from {', '.join(MODES)}.")
+    if any(w < 1 for w in config.widths) or not config.widths:
+        raise ValueError(f"Widths must be positive, got {config.widths}.")
+    data = jaxgd.data.load(config.dataset if config.dataset is not None else "idx", data_dir=config.data_dir,
+                           n_train=config.n_train)
+    keys = jax.random.split(jax.random.key(config.seed), len(config.widths))
+    by_mode = {}
+    for mode in config.modes:
+        rows = [run_width(w, data, config, mode, k, progress) for w, k in zip(config.widths, keys)]
+        by_mode[mode] = rows
+    summaries = {mode: summarize(rows) for mode, rows in by_mode.items()}
+    main_mode = config.modes[0]
+    correlation = {}
+    for mode, s in summaries.items():
+        if len(s) >= 2:
+            correlation[mode] = float(spearmanr([r["width"] for r in s], [r["test_cost_std"] for r in s])[0])
+    return {
+        "study": "local_minima",
+        "references": ["arXiv:1412.0233", "arXiv:2209.04836"],
+        "config": dataclasses.asdict(config),
+        "dataset": {"name": data.name, "n_train": data.n_train, "n_test": int(data.x_test.shape[0]),
+                    "input_dim": data.input_dim, "num_classes": data.num_classes},
+        "main_mode": main_mode,
+        "summary": summaries[main_mode],
+        "summary_by_mode": summaries,
+        "width_std_rank_correlation": correlation,
+        "seeds": {mode: [{k: r[k] for k in ("width", "per_seed", "barriers_before", "barriers_after")} for r in rows]
+                  for mode, rows in by_mode.items()},
+        "environment": environment(),
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def figures(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxgd.plots import save_figure
+
+    mode = results["main_mode"]
+    seeds = results["seeds"][mode]
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+    for r in seeds:
+        cost = np.asarray(r["per_seed"]["test_cost"], float)
+        keep = ~np.asarray(r["per_seed"]["diverged"], bool) & np.isfinite(cost)
+        axes[0].hist(cost[keep], bins=25, alpha=0.5, label=f"width {r['width']}")
+    axes[0].set(xlabel="final test cost", ylabel="seeds", title="(a) test cost of the minima")
+    axes[0].legend(fontsize=8)
+    for m, s in results["summary_by_mode"].items():
+        w = [r["width"] for r in s]
+        axes[1].plot(w, [r["test_cost_std"] for r in s], "o-", label=m)
+        axes[2].plot(w, [r["barrier_before"] for r in s], "o-", label=f"{m}: before")
+        axes[2].plot(w, [r["barrier_after"] for r in s], "s--", label=f"{m}: aligned")
+    axes[1].set(xscale="log", yscale="log", xlabel="hidden units", ylabel="std of test cost across seeds",
+                title="(b) spread shrinks with width")
+    axes[2].set(xscale="log", xlabel="hidden units", ylabel="loss barrier (train)",
+                title="(c) barrier before / after alignment")
+    for r in seeds:
+        sharp = np.asarray(r["per_seed"]["sharpness"], float)
+        axes[3].scatter(r["per_seed"]["test_cost"], sharp, s=6, label=f"width {r['width']}")
+    axes[3].set(xlabel="final test cost", ylabel="top Hessian eigenvalue", yscale="log", title="(d) sharpness")
+    for a in axes[1:]:
+        a.legend(fontsize=7)
+    for a in axes:
+        a.grid(alpha=0.3)
+    d = results["dataset"]
+    fig.suptitle(f"Minima from {results['config']['seeds']} seeds per width on {d['name']} ({d['n_train']} examples)")
+    save_figure(fig, out / "local_minima.png")
+
+
+def format_table(results: dict) -> str:
+    lines = []
+    for mode, summary in results["summary_by_mode"].items():
+        rho = results["width_std_rank_correlation"].get(mode)
+        lines.append(f"{mode} (rank correlation of width and test-cost std: {rho:.2f})" if rho is not None else mode)
+        lines.append("| width | seeds | test cost mean | test cost std | test acc mean | test acc std | "
+                     "barrier before | barrier after | sharpness mean |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"
+        for s in summary:
+            lines.append(f"| {s['width']} | {s['seeds']} | {s['test_cost_mean']:.4f} | {s['test_cost_std']:.4f} | "
+                         f"{s['test_accuracy_mean']:.4f} | {s['test_accuracy_std']:.4f} | {fmt(s['barrier_before'])} | "
+                         f"{fmt(s['barrier_after'])} | {s['sharpness_mean']:.2f} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def parse_args(argv=None):
+    from jaxgd.cli import _Parser, _int_list, _positive, add_data_options
+
+    p = _Parser(prog="local_minima.py", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
+    add_data_options(p)
+    p.add_argument("--widths", type=_int_list)
+    p.add_argument("--depth", type=_positive(int))
+    p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"))
+    p.add_argument("--cost", choices=("quadratic", "cross_entropy"))
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
+    p.add_argument("--lr", type=_positive(float), dest="learning_rate")
+    p.add_argument("--batch-size", type=_positive(int), dest="batch_size")
+    p.add_argument("--epochs", type=_positive(int))
+    p.add_argument("--seeds", type=_positive(int))
+    p.add_argument("--modes", type=lambda t: tuple(t.split(",")), help="init_and_order,init_only")
+    p.add_argument("--pairs", type=_positive(int))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-members", type=_positive(int), dest="max_members")
+    p.add_argument("--out", default=None, help="output directory (default runs/local_minima-<preset>)")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def make_config(args) -> LocalMinimaConfig:
+    from experiments.common import config_from_args
+
+    return config_from_args(args, PRESETS, ("widths", "depth", "activation", "cost", "optimizer", "learning_rate",
+                                            "batch_size", "epochs", "seeds", "modes", "pairs", "seed", "max_members",
+                                            "n_train", "data_dir"))
+
+
+def main(argv=None) -> int:
+    from experiments import common
+
+    return common.main("local_minima.py", argv, parse_args, make_config, run, figures, format_table,
+                       "runs/local_minima-{preset}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
