@@ -178,7 +178,7 @@ def figures(results: dict, out: Path) -> None:
 
     mode = results["main_mode"]
     seeds = results["seeds"][mode]
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5), layout="constrained")
     for r in seeds:
         cost = np.asarray(r["per_seed"]["test_cost"], float)
         keep = ~np.asarray(r["per_seed"]["diverged"], bool) & np.isfinite(cost)
@@ -198,6 +198,10 @@ def figures(results: dict, out: Path) -> None:
         sharp = np.asarray(r["per_seed"]["sharpness"], float)
         axes[3].scatter(r["per_seed"]["test_cost"], sharp, s=6, label=f"width {r['width']}")
     axes[3].set(xlabel="final test cost", ylabel="top Hessian eigenvalue", yscale="log", title="(d) sharpness")
+    widths = [r["width"] for r in results["summary"]]
+    for a in axes[1:3]:
+        a.minorticks_off()
+        a.set_xticks(widths, [str(w) for w in widths])
     for a in axes[1:]:
         a.legend(fontsize=7)
     for a in axes:

@@ -206,7 +206,7 @@ def figures(results: dict, out: Path) -> None:
 
     curves, summary = results["curves"], results["summary"]
     label = lambda c: c["condition"] if c["condition"] != "corrupt_labels" else f"corrupt p={c['corruption']:.1f}"
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5), layout="constrained")
     ax = axes[0]
     for c in curves:
         e = np.concatenate([[0], c["epoch"]])
