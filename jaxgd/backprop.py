@@ -34,14 +34,25 @@ def forward_cache(net: MLP, params: Params, x: jax.Array):
 
 
 def output_error(net: MLP, cost: str, z_out: jax.Array, a_out: jax.Array, y: jax.Array) -> jax.Array:
-    """``delta_L = dC/dz_L`` for the batch-averaged cost, shape ``(B, n_out)``."""
+    """``delta_L = dC/dz_L`` for the batch-averaged cost, shape ``(B, n_out)``.
+
+    The operations follow the order in which reverse-mode autodiff evaluates the same
+    chain rule, so that the two agree to the last bits even where the output saturates
+    and the gradient is a small difference of large terms.
+    """
     batch = z_out.shape[0]
     target = jax.nn.one_hot(y, z_out.shape[-1], dtype=z_out.dtype)
+    per_example = 1.0 / batch  # dC/dC_i of the batch average
     if cost == "cross_entropy":
-        return (jax.nn.softmax(z_out, axis=-1) - target) / batch
-    grad_a = 2.0 * (a_out - target) / batch  # dC/da_L of sum_j (a_j - y_j)^2, averaged
-    if net.output == "softmax":  # Jacobian of softmax applied to grad_a
-        return a_out * (grad_a - jnp.sum(grad_a * a_out, axis=-1, keepdims=True))
+        # C_i = -log softmax(z)_y: the error is softmax(z) - onehot(y), computed as
+        # g + softmax(z) * (-sum g) with g = -onehot / B.
+        g = target * -per_example
+        e = jnp.exp(z_out - jnp.max(z_out, axis=-1, keepdims=True))
+        return g + (-jnp.sum(g, axis=-1, keepdims=True) / jnp.sum(e, axis=-1, keepdims=True)) * e
+    grad_a = (2.0 * (a_out - target)) * per_example  # dC/da_L of sum_j (a_j - y_j)^2, averaged
+    if net.output == "softmax":  # Jacobian of softmax applied to grad_a: a*g - a*sum(a*g)
+        c = a_out * grad_a
+        return c + a_out * -jnp.sum(c, axis=-1, keepdims=True)
     return grad_a * ACTIVATIONS[net.output].derivative(z_out)
 
 
