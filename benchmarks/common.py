@@ -38,7 +38,6 @@ def best_time(fn, repeats: int = 3) -> float:
 def matmul_rate(n: int = 2048) -> dict:
     """Float32 matrix-multiply rate (FLOP/s) of jax.numpy and NumPy on this machine, and the better of the two."""
     import jax
-    import jax.numpy as jnp
 
     a = np.random.default_rng(1).random((n, n), dtype=np.float32)
     mm = jax.jit(lambda x: x @ x)

@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import common
 
 
@@ -72,6 +70,19 @@ def _steps_for(seeds: int, batch_size: int, quick: bool) -> int:
     return max(4, min(common.N_TRAIN // batch_size // 2, work // (seeds * batch_size)))
 
 
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory: VmHWM (reset at exec, unlike ru_maxrss, which a child
+    started by a large parent inherits across fork and exec); ru_maxrss where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def memory_probe(seeds: int, order: str) -> dict:
     """Runs (in this process) the real training program — 1,000 networks, 50,000 examples, evaluation
     included — for a few steps, and reports the process's peak resident memory and XLA's own accounting."""
@@ -97,7 +108,7 @@ def memory_probe(seeds: int, order: str) -> dict:
         temp[name] = compiled.memory_analysis().temp_size_in_bytes
     state, metrics = _compiled_chunk(state, member, data, spec=short, num_epochs=1)
     jax.block_until_ready(metrics)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = peak_resident_bytes()
     # The run covers 20 steps; a whole epoch's program needs (temp_full - temp_short) more
     # temporaries (each member's epoch order), which XLA's own accounting gives exactly.
     return {"seeds": seeds, "order": order, "peak_rss_20_steps_bytes": peak,
@@ -227,8 +238,6 @@ def checks(rows, memory_rows) -> list[dict]:
 
 
 def machine() -> dict:
-    import jax
-
     from jaxgd.results import environment
 
     env = environment()
@@ -251,7 +260,7 @@ def machine() -> dict:
 def format_table(result: dict) -> str:
     eager = _find(result["rows"], "pytorch eager", 1, None, 10)
     base = eager["seconds_per_seed_epoch"] if eager and eager["seconds_per_seed_epoch"] else None
-    lines = [f"| contender | seeds | data order | batch | ms per seed-epoch | GFLOP/s | % of matmul | vs pytorch eager (batch 10) |",
+    lines = ["| contender | seeds | data order | batch | ms per seed-epoch | GFLOP/s | % of matmul | vs pytorch eager (batch 10) |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         if r["seconds_per_epoch"] is None:

@@ -1,14 +1,39 @@
-"""What both experiment scripts share: preset overrides, the error boundary and writing results."""
+"""What both experiment scripts share: their common options, preset overrides and the run-and-write driver."""
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
+
+#: Options every experiment takes, as (flag, config field).
+TRAINING_FIELDS = ("activation", "cost", "optimizer", "learning_rate", "batch_size", "epochs", "seeds", "seed",
+                   "max_members", "n_train", "data_dir")
+
+
+def parser(prog: str, description: str, presets: dict, default_out: str):
+    """A parser with ``--preset``, the data options and the training options every study shares."""
+    from jaxgd.cli import _Parser, _positive, add_data_options
+
+    p = _Parser(prog=prog, description=description)
+    p.add_argument("--preset", choices=tuple(presets), default=next(iter(presets)))
+    add_data_options(p)
+    p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"))
+    p.add_argument("--cost", choices=("quadratic", "cross_entropy"))
+    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
+    p.add_argument("--lr", type=_positive(float), dest="learning_rate")
+    p.add_argument("--batch-size", type=_positive(int), dest="batch_size")
+    p.add_argument("--epochs", type=_positive(int))
+    p.add_argument("--seeds", type=_positive(int))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-members", type=_positive(int), dest="max_members",
+                   help="train at most this many networks per program")
+    p.add_argument("--out", default=None, help=f"output directory (default {default_out.format(preset='<preset>')})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
 
 
 def config_from_args(args, presets: dict, fields: tuple[str, ...]):
     """The preset named by ``--preset`` with every option given on the command line applied."""
-    changes = {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
+    changes = {k: getattr(args, k) for k in TRAINING_FIELDS + fields if getattr(args, k, None) is not None}
     if args.dataset is not None or args.data_dir is not None:
         changes["dataset"] = args.dataset  # None with --data-dir: read IDX files
     return dataclasses.replace(presets[args.preset], **changes)
@@ -16,23 +41,19 @@ def config_from_args(args, presets: dict, fields: tuple[str, ...]):
 
 def main(prog: str, argv, parse_args, make_config, run, figures, format_table, default_out: str) -> int:
     """Parses, runs, writes ``results.json`` and the figures, prints the table; bad input exits 2 in one line."""
-    from jaxgd.cli import USER_ERRORS, UsageError
+    from jaxgd.cli import guarded
     from jaxgd.results import write_json
 
-    try:
+    def body():
         args = parse_args(argv)
         config = make_config(args)
         out = Path(args.out or default_out.format(preset=args.preset))
         results = run(config, progress=not args.quiet)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", results)
-    figures(results, out)
-    print(format_table(results))
-    print(f"{results['wall_seconds']:.0f} s -> {out}/results.json and figures in {out}")
-    return 0
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "results.json", results)
+        figures(results, out)
+        print(format_table(results))
+        print(f"{results['wall_seconds']:.0f} s -> {out}/results.json and figures in {out}")
+        return 0
+
+    return guarded(prog, body)

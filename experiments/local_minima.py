@@ -229,35 +229,21 @@ def format_table(results: dict) -> str:
 
 
 def parse_args(argv=None):
-    from jaxgd.cli import _Parser, _int_list, _positive, add_data_options
+    from experiments import common
+    from jaxgd.cli import _int_list, _positive
 
-    p = _Parser(prog="local_minima.py", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
-    add_data_options(p)
+    p = common.parser("local_minima.py", __doc__.splitlines()[0], PRESETS, "runs/local_minima-{preset}")
     p.add_argument("--widths", type=_int_list)
     p.add_argument("--depth", type=_positive(int))
-    p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"))
-    p.add_argument("--cost", choices=("quadratic", "cross_entropy"))
-    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
-    p.add_argument("--lr", type=_positive(float), dest="learning_rate")
-    p.add_argument("--batch-size", type=_positive(int), dest="batch_size")
-    p.add_argument("--epochs", type=_positive(int))
-    p.add_argument("--seeds", type=_positive(int))
     p.add_argument("--modes", type=lambda t: tuple(t.split(",")), help="init_and_order,init_only")
     p.add_argument("--pairs", type=_positive(int))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--max-members", type=_positive(int), dest="max_members")
-    p.add_argument("--out", default=None, help="output directory (default runs/local_minima-<preset>)")
-    p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
 
 def make_config(args) -> LocalMinimaConfig:
     from experiments.common import config_from_args
 
-    return config_from_args(args, PRESETS, ("widths", "depth", "activation", "cost", "optimizer", "learning_rate",
-                                            "batch_size", "epochs", "seeds", "modes", "pairs", "seed", "max_members",
-                                            "n_train", "data_dir"))
+    return config_from_args(args, PRESETS, ("widths", "depth", "modes", "pairs"))
 
 
 def main(argv=None) -> int:

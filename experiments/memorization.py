@@ -249,24 +249,12 @@ def format_table(results: dict) -> str:
 
 
 def parse_args(argv=None):
-    from jaxgd.cli import _Parser, _int_list, _positive, add_data_options
+    from experiments import common
+    from jaxgd.cli import _int_list
 
-    p = _Parser(prog="memorization.py", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=tuple(PRESETS), default="quick")
-    add_data_options(p)
+    p = common.parser("memorization.py", __doc__.splitlines()[0], PRESETS, "runs/memorization-{preset}")
     p.add_argument("--hidden", type=_int_list)
-    p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"))
-    p.add_argument("--cost", choices=("quadratic", "cross_entropy"))
-    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
-    p.add_argument("--lr", type=_positive(float), dest="learning_rate")
-    p.add_argument("--batch-size", type=_positive(int), dest="batch_size")
-    p.add_argument("--epochs", type=_positive(int))
-    p.add_argument("--seeds", type=_positive(int))
     p.add_argument("--corruptions", type=lambda t: tuple(float(v) for v in t.split(",")))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--max-members", type=_positive(int), dest="max_members")
-    p.add_argument("--out", default=None, help="output directory (default runs/memorization-<preset>)")
-    p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
 
@@ -275,9 +263,7 @@ def make_config(args) -> MemorizationConfig:
 
     if args.corruptions is not None and any(not 0 < p < 1 for p in args.corruptions):
         raise ValueError(f"--corruptions must lie strictly between 0 and 1, got {args.corruptions}.")
-    return config_from_args(args, PRESETS, ("hidden", "activation", "cost", "optimizer", "learning_rate",
-                                            "batch_size", "epochs", "seeds", "corruptions", "seed", "max_members",
-                                            "n_train", "data_dir"))
+    return config_from_args(args, PRESETS, ("hidden", "corruptions"))
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 
@@ -209,23 +208,31 @@ def gradcheck_command(args) -> int:
 COMMANDS = {"train": train_command, "gradcheck": gradcheck_command}
 
 
-def main(argv: list[str] | None = None) -> int:
+def guarded(prog: str, body) -> int:
+    """Runs ``body()``; bad input ends as one line on stderr and exit code 2, never a traceback."""
     try:
+        return body()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body():
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2
         return COMMANDS[args.command](args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except USER_ERRORS as e:
-        print(f"jaxgd: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("jaxgd: interrupted", file=sys.stderr)
-        return 130
+
+    return guarded("jaxgd", body)
 
 
 if __name__ == "__main__":

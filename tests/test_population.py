@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-import jaxgd
 from jaxgd import MLP, Conditions, TrainConfig, fit, member_stats
 from jaxgd.population import grid
 
