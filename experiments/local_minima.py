@@ -174,7 +174,7 @@ def figures(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxgd.plots import save_figure
+    from jaxgd.plots import finish
 
     mode = results["main_mode"]
     seeds = results["seeds"][mode]
@@ -204,11 +204,9 @@ def figures(results: dict, out: Path) -> None:
         a.set_xticks(widths, [str(w) for w in widths])
     for a in axes[1:]:
         a.legend(fontsize=7)
-    for a in axes:
-        a.grid(alpha=0.3)
     d = results["dataset"]
-    fig.suptitle(f"Minima from {results['config']['seeds']} seeds per width on {d['name']} ({d['n_train']} examples)")
-    save_figure(fig, out / "local_minima.png")
+    finish(fig, axes, f"Minima from {results['config']['seeds']} seeds per width on {d['name']} "
+                      f"({d['n_train']} examples)", out / "local_minima.png")
 
 
 def format_table(results: dict) -> str:

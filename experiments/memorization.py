@@ -202,7 +202,7 @@ def figures(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxgd.plots import save_figure
+    from jaxgd.plots import finish
 
     curves, summary = results["curves"], results["summary"]
     label = lambda c: c["condition"] if c["condition"] != "corrupt_labels" else f"corrupt p={c['corruption']:.1f}"
@@ -230,15 +230,14 @@ def figures(results: dict, out: Path) -> None:
             ax.plot(t, norm, label=c["condition"])
     ax.set(xlabel="fraction of training", ylabel="remaining cost gap", title="(d) fast first vs slow and steady")
     ax.legend()
-    for a in axes:
-        a.grid(alpha=0.3)
     d = results["dataset"]
-    fig.suptitle(f"Memorization on {d['name']} ({d['n_train']} examples), network {results['network']['sizes']}")
-    save_figure(fig, out / "memorization.png")
+    finish(fig, axes, f"Memorization on {d['name']} ({d['n_train']} examples), network {results['network']['sizes']}",
+           out / "memorization.png")
 
 
 def format_table(results: dict) -> str:
-    lines = [f"{results['epochs_run']} epochs on {results['dataset']['name']}, network {results['network']['sizes']}","| condition | corruption | epochs to fit (100%) | epochs to 99% | final train acc | final test acc | gap closed at 10% |",
+    lines = [f"{results['epochs_run']} epochs on {results['dataset']['name']}, network {results['network']['sizes']}",
+             "| condition | corruption | epochs to fit (100%) | epochs to 99% | final train acc | final test acc | gap closed at 10% |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, f: "not reached" if v is None else format(v, f)
     for s in results["summary"]:

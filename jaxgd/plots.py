@@ -21,6 +21,14 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def finish(fig, axes, title: str, path: str | os.PathLike) -> None:
+    """Light grids on every panel, a title over the figure, then an atomic PNG write."""
+    for ax in np.atleast_1d(axes).flat:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
 def learning_curve(history: dict, initial: dict, path: str | os.PathLike, title: str = "") -> None:
     """Cost and accuracy against epoch for the train and test splits (epoch 0 = before training)."""
     epochs = np.concatenate([[0], np.asarray(history["epoch"])])
