@@ -28,10 +28,6 @@ from jaxgd.data.dataset import Dataset
 from jaxgd.mlp import MLP, Params
 from jaxgd.optim import direction, step_size
 
-METRICS = ("train_cost", "train_accuracy", "test_cost", "test_accuracy")
-#: Optimizer steps per iteration of the compiled loop: small steps are dominated by loop overhead on CPU.
-SCAN_UNROLL = 1
-
 
 def to_compute_layout(params: Params) -> Params:
     """Weights as ``(n_out, n_in)`` (as ``torch.nn.Linear`` stores them) for the compiled loop.
@@ -146,7 +142,7 @@ def train_steps(params, opt_state, step, member, idx, data, *, spec: Spec):
         params = jax.tree.map(lambda p, u: p - eta.astype(p.dtype) * u, params, d)
         return (params, opt_state, step + 1), None
 
-    (params, opt_state, step), _ = jax.lax.scan(body, (params, opt_state, step), idx, unroll=SCAN_UNROLL)
+    (params, opt_state, step), _ = jax.lax.scan(body, (params, opt_state, step), idx)
     return params, opt_state, step
 
 
