@@ -34,10 +34,9 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     ``fixed + (50,000 / batch) x per-step``.
     """
     import jax
-    import jax.numpy as jnp
 
     import jaxgd
-    from jaxgd.train import Spec, init_state, train_epochs
+    from jaxgd.train import Spec, _member_values, init_state, train_epochs
 
     net = jaxgd.MLP(common.SIZES)
     n = int(data["y_train"].shape[0])
@@ -46,8 +45,7 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     population = seeds > 1
     spec = Spec.make(net, config, n, population=population, shared_order=population and order == "shared")
     key = jax.random.split(jax.random.key(0), seeds) if population else jax.random.key(0)
-    shape = (seeds,) if population else ()
-    member = {"lr": jnp.full(shape, common.LEARNING_RATE, jnp.float32), "condition": jnp.zeros(shape, jnp.int32)}
+    member = jax.device_put(_member_values(None, None, config, seeds if population else None))
     times = []
     for k in (steps, 2 * steps):
         short = dataclasses.replace(spec, steps_per_epoch=k)  # the same program, k steps per epoch
@@ -87,10 +85,9 @@ def memory_probe(seeds: int, order: str) -> dict:
     """Runs (in this process) the real training program — 1,000 networks, 50,000 examples, evaluation
     included — for a few steps, and reports the process's peak resident memory and XLA's own accounting."""
     import jax
-    import jax.numpy as jnp
 
     import jaxgd
-    from jaxgd.train import Spec, _compiled_chunk, init_state
+    from jaxgd.train import Spec, _compiled_chunk, _member_values, init_state
 
     x, y = common.mnist_shaped()
     x_test, y_test = common.mnist_shaped(10_000, seed=1)
@@ -101,7 +98,7 @@ def memory_probe(seeds: int, order: str) -> dict:
     full = Spec.make(net, config, common.N_TRAIN, population=True, members=seeds, shared_order=order == "shared")
     short = dataclasses.replace(full, steps_per_epoch=20)
     state = init_state(jax.random.split(jax.random.key(0), seeds), net, config, population=True)
-    member = {"lr": jnp.full((seeds,), 3.0), "condition": jnp.zeros((seeds,), jnp.int32)}
+    member = jax.device_put(_member_values(None, None, config, seeds))
     temp = {}
     for name, spec in (("short", short), ("full", full)):
         compiled = _compiled_chunk.lower(state, member, data, spec=spec, num_epochs=1).compile()
@@ -125,7 +122,7 @@ def _probe_in_subprocess(seeds: int, order: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _peer(name: str, fn, *args, **kwargs):
+def _peer(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs), None
     except ImportError as e:
@@ -171,15 +168,15 @@ def run(quick: bool = False, memory: bool = True) -> dict:
     print("peers ...", flush=True)
     steps = 50 if quick else 300
     for batch in (10, 100):
-        t, note = _peer("torch", torch_eager.seconds_per_epoch, x, y, batch, steps=steps)
+        t, note = _peer(torch_eager.seconds_per_epoch, x, y, batch, steps=steps)
         add("pytorch eager", 1, None, batch, t, note)
     for seeds, batch in ((100, 10),) if quick else ((10, 10), (100, 10), (100, 100)):
-        t, note = _peer("torch", torch_func.seconds_per_epoch, x, y, batch, seeds, steps=10 if quick else 50)
+        t, note = _peer(torch_func.seconds_per_epoch, x, y, batch, seeds, steps=10 if quick else 50)
         add("pytorch torch.func", seeds, "shared", batch, t, note)
-    t, _ = _peer("numpy", numpy_textbook.seconds_per_epoch, x, y, 10, steps=20 if quick else 100)
+    t, _ = _peer(numpy_textbook.seconds_per_epoch, x, y, 10, steps=20 if quick else 100)
     add("numpy textbook", 1, None, 10, t)
     for batch in (10, 100):
-        t, _ = _peer("jax", jax_naive.seconds_per_epoch, x, y, batch, steps=steps)
+        t, _ = _peer(jax_naive.seconds_per_epoch, x, y, batch, steps=steps)
         add("naive jax", 1, None, batch, t)
 
     for r in rows:

@@ -38,7 +38,7 @@ def test_a_missing_peer_is_skipped_not_failed(monkeypatch):
     from benchmarks.peers import torch_eager
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    seconds, note = train_speed._peer("torch", torch_eager.seconds_per_epoch, *common.mnist_shaped(100), 10)
+    seconds, note = train_speed._peer(torch_eager.seconds_per_epoch, *common.mnist_shaped(100), 10)
     assert seconds is None and note.startswith("skipped")
 
 
