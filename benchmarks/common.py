@@ -50,3 +50,19 @@ def matmul_rate(n: int = 2048) -> dict:
     out = {"jax": flops / t_jax, "numpy": flops / t_np}
     out["ceiling"] = max(out.values())
     return out
+
+
+def torch_device():
+    """Where the PyTorch peers run: the GPU when JAX runs on one too (so both sides use the same chip), else the CPU."""
+    import jax
+    import torch
+
+    return torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu")
+
+
+def torch_sync(device) -> None:
+    """Waits for the device's queued work (timing a GPU needs it; a no-op on the CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()

@@ -27,6 +27,10 @@ def parser(prog: str, description: str, presets: dict, default_out: str):
     p.add_argument("--max-members", type=_positive(int), dest="max_members",
                    help="train at most this many networks per program")
     p.add_argument("--out", default=None, help=f"output directory (default {default_out.format(preset='<preset>')})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the study in --out from its checkpoints: finished conditions are not trained again")
+    p.add_argument("--checkpoint-every", type=_positive(int), default=10, dest="checkpoint_every",
+                   help="epochs between checkpoints (default 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -41,15 +45,17 @@ def config_from_args(args, presets: dict, fields: tuple[str, ...]):
 
 def main(prog: str, argv, parse_args, make_config, run, figures, format_table, default_out: str) -> int:
     """Parses, runs, writes ``results.json`` and the figures, prints the table; bad input exits 2 in one line."""
-    from jaxgd.cli import guarded
-    from jaxgd.results import write_json
+    from jaxgd.cli import guarded, prepare_out
+    from jaxgd.results import to_jsonable, write_json
 
     def body():
         args = parse_args(argv)
         config = make_config(args)
-        out = Path(args.out or default_out.format(preset=args.preset))
-        results = run(config, progress=not args.quiet)
-        out.mkdir(parents=True, exist_ok=True)
+        out = prepare_out(Path(args.out or default_out.format(preset=args.preset)),
+                          to_jsonable(dataclasses.asdict(config)), args.resume)
+        write_json(out / "config.json", dataclasses.asdict(config))
+        results = run(config, progress=not args.quiet, checkpoint=out / "checkpoints",
+                      checkpoint_every=args.checkpoint_every)
         write_json(out / "results.json", results)
         figures(results, out)
         print(format_table(results))

@@ -61,8 +61,9 @@ def _member(tree, i):
     return jax.tree.map(lambda a: a[i], tree)
 
 
-def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progress: bool) -> dict:
-    """Trains ``config.seeds`` networks of one width and measures their minima."""
+def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progress: bool, checkpoint=None,
+              checkpoint_every: int = 10) -> dict:
+    """Trains ``config.seeds`` networks of one width and measures their minima (checkpointing in ``checkpoint``)."""
     import jax
     import jax.numpy as jnp
 
@@ -78,7 +79,8 @@ def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progr
                               eval_every=config.epochs, data_order=MODES[mode], data_seed=config.seed)
     k_train, k_pairs, k_sharp = jax.random.split(key, 3)
     result = jaxgd.fit(jax.random.split(k_train, config.seeds), net, data, train,
-                       max_members=config.max_members, progress=progress)
+                       max_members=config.max_members, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                       progress=progress)
     ok = ~result.diverged
     final = {m: result.final(m) for m in ("train_cost", "train_accuracy", "test_cost", "test_accuracy")}
 
@@ -125,7 +127,9 @@ def summarize(rows: list[dict]) -> list[dict]:
     } for r in rows]
 
 
-def run(config: LocalMinimaConfig, *, progress: bool = False) -> dict:
+def run(config: LocalMinimaConfig, *, progress: bool = False, checkpoint=None, checkpoint_every: int = 10) -> dict:
+    """Trains and measures every width x mode; with ``checkpoint`` (a directory), each condition checkpoints
+    in its own folder there, and a resumed study does not train finished conditions again."""
     import jax
     from scipy.stats import spearmanr
 
@@ -143,7 +147,9 @@ def run(config: LocalMinimaConfig, *, progress: bool = False) -> dict:
     keys = jax.random.split(jax.random.key(config.seed), len(config.widths))
     by_mode = {}
     for mode in config.modes:
-        rows = [run_width(w, data, config, mode, k, progress) for w, k in zip(config.widths, keys)]
+        rows = [run_width(w, data, config, mode, k, progress,
+                          None if checkpoint is None else Path(checkpoint) / f"{mode}-width{w}", checkpoint_every)
+                for w, k in zip(config.widths, keys)]
         by_mode[mode] = rows
     summaries = {mode: summarize(rows) for mode, rows in by_mode.items()}
     main_mode = config.modes[0]

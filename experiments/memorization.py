@@ -124,8 +124,11 @@ def gap_closed(initial: np.ndarray, curve: np.ndarray, epochs: np.ndarray, fract
     return (initial - curve[:, i]) / np.where(gap == 0, np.nan, gap)
 
 
-def run(config: MemorizationConfig, *, progress: bool = False) -> dict:
-    """Trains every condition x seed and returns the results (also what ``results.json`` holds)."""
+def run(config: MemorizationConfig, *, progress: bool = False, checkpoint=None, checkpoint_every: int = 10) -> dict:
+    """Trains every condition x seed and returns the results (also what ``results.json`` holds).
+
+    With ``checkpoint`` (a directory), training checkpoints there and resumes from what it finds.
+    """
     import jax
 
     import jaxgd
@@ -146,7 +149,8 @@ def run(config: MemorizationConfig, *, progress: bool = False) -> dict:
                                      init=config.init, target_accuracy=config.fit_threshold,
                                      data_order=config.data_order)
     result = jaxgd.fit(keys, net, data, train_config, conditions=Conditions(arrays, index),
-                       max_members=config.max_members, progress=progress)
+                       max_members=config.max_members, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                       progress=progress)
 
     h, epochs = result.history, result.history["epoch"]
     curves, summary = [], []

@@ -16,6 +16,13 @@ from jaxgd.data.tfds_source import DatasetNotPrepared
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, IDXError,
                DatasetNotPrepared)
 
+#: XLA flags that make GPU runs deterministic (slower kernels, no autotuning); no effect on CPU,
+#: whose programs are deterministic already.
+DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true",)
+
+#: Fields of a run's files that record when and how long, not what: left out of comparisons.
+WALL_CLOCK_FIELDS = ("wall_seconds", "environment")
+
 
 class UsageError(Exception):
     pass
@@ -112,7 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gradient", choices=("autodiff", "backprop"), default="autodiff",
                    help="jax.grad or the hand-written backprop")
     t.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (refused if the options differ)")
+    t.add_argument("--checkpoint-every", type=_positive(int), default=1, help="epochs between checkpoints (default 1)")
+    add_deterministic_option(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("rerun", help="train again from a finished run's config.json and compare the results")
+    r.add_argument("run_dir", help="a directory written by `jaxgd train`")
+    r.add_argument("--out", default=None, help="where the rerun goes (default RUN_DIR-rerun)")
 
     g = sub.add_parser("gradcheck", help="compare the hand-written backprop with jax.grad, layer by layer")
     g.add_argument("--sizes", type=_int_list, default=(784, 16, 16, 10), help="all widths, e.g. 784,16,16,10")
@@ -126,7 +141,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_deterministic_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deterministic", action="store_true",
+                   help=f"deterministic GPU kernels (XLA_FLAGS {' '.join(DETERMINISTIC_XLA_FLAGS)}); CPU runs are already")
+
+
+def use_deterministic_kernels() -> None:
+    """Adds :data:`DETERMINISTIC_XLA_FLAGS` to ``XLA_FLAGS``; must run before JAX starts its backends."""
+    import os
+
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f for f in DETERMINISTIC_XLA_FLAGS if f not in flags])
+
+
+#: ``jaxgd train`` options that do not change the numbers a run produces.
+_NOT_RECORDED = ("command", "out", "resume", "quiet", "checkpoint_every")
+
+
+def prepare_out(out: Path, recorded: dict, resume: bool, section: str | None = None) -> Path:
+    """The output directory of a run whose ``config.json`` will hold ``recorded``.
+
+    With ``resume``, refuses a directory whose ``config.json`` (its ``section``, if given)
+    differs from ``recorded``, naming the first field that differs; without it, removes old
+    checkpoints so that the run starts afresh.
+    """
+    import json
+    import shutil
+
+    from jaxgd.checkpoint import first_difference
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a directory.")
+    config_file = out / "config.json"
+    if resume and config_file.exists():
+        try:
+            saved = json.loads(config_file.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--resume: cannot read {config_file} ({e}).") from None
+        current = recorded if section is None else recorded[section]
+        diff = first_difference(saved if section is None else saved.get(section, {}), current)
+        if diff is not None:
+            raise ValueError(f"--resume refused: {diff}; run with the same options or another --out.")
+    elif not resume and (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints")  # a new run in an old directory starts from scratch
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def train_command(args) -> int:
+    if args.deterministic:
+        use_deterministic_kernels()
     import jax
     import numpy as np
 
@@ -146,14 +210,19 @@ def train_command(args) -> int:
                          schedule=args.schedule, target_accuracy=args.target_accuracy, eval_every=args.eval_every,
                          gradient=args.gradient)
     config.validate(data.n_train)
-    out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
     run_config = {"command": "train", "dataset": data.name, "data_dir": args.data_dir, "n_train": data.n_train,
                   "n_test": int(data.x_test.shape[0]), "sizes": list(net.sizes), "activation": net.activation,
-                  "output": net.output, "seed": args.seed, "train": config.to_dict()}
+                  "output": net.output, "seed": args.seed, "train": config.to_dict(),
+                  # what `jaxgd rerun` replays: every option that changes the numbers
+                  "options": {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_RECORDED}}
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out, the directory of the run to continue.")
+    out = prepare_out(Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")),
+                      run_config, args.resume, section="options")
     write_json(out / "config.json", run_config)
 
-    result = fit(jax.random.key(args.seed), net, data, config, progress=not args.quiet)
+    result = fit(jax.random.key(args.seed), net, data, config, checkpoint=out / "checkpoints",
+                 checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     h = result.history
     metrics = {
         "train_accuracy": result.final("train_accuracy"), "test_accuracy": result.final("test_accuracy"),
@@ -169,12 +238,68 @@ def train_command(args) -> int:
     plots.weights_image(np.asarray(result.params[0]["w"]), data.image_shape, out / "weights.png",
                         title=f"what each first-layer neuron looks for ({data.name})")
     if result.diverged:
-        print(f"jaxgd: warning: training diverged (non-finite cost) at epoch {int(result.diverged_epoch)}; "
-              f"try a smaller --lr than {config.learning_rate}.", file=sys.stderr)
+        print(f"jaxgd: warning: training diverged at epoch {int(result.diverged_epoch)} (training cost "
+              f"{metrics['train_cost']:.4g}, initially {float(result.initial['train_cost']):.4g}); it stopped there. "
+              f"Try a smaller --lr than {config.learning_rate}.", file=sys.stderr)
     print(f"{data.name} {'-'.join(map(str, net.sizes))} {net.activation}/{config.cost} {config.optimizer} "
           f"lr={config.learning_rate} batch={config.batch_size or 'full'}: {result.epochs_run} epochs in "
           f"{result.wall_seconds:.1f} s, train accuracy {metrics['train_accuracy']:.4f}, "
           f"test accuracy {metrics['test_accuracy']:.4f}, test cost {metrics['test_cost']:.4f} -> {out}")
+    return 0
+
+
+def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz",)) -> list[str]:
+    """Differences between two run directories' result files, wall-clock fields aside (empty if none)."""
+    import json
+
+    import numpy as np
+
+    def strip(obj):
+        return {k: v for k, v in obj.items() if k not in WALL_CLOCK_FIELDS} if isinstance(obj, dict) else obj
+
+    diffs = []
+    for name in files:
+        x, y = (strip(json.loads((d / name).read_text())) for d in (a, b))
+        for key in sorted(set(x) | set(y)):
+            if x.get(key) != y.get(key):
+                diffs.append(f"{name}: {key} differs")
+    for name in arrays:
+        with np.load(a / name, allow_pickle=False) as fa, np.load(b / name, allow_pickle=False) as fb:
+            for key in sorted(set(fa.files) | set(fb.files)):
+                if key not in fa.files or key not in fb.files or fa[key].tobytes() != fb[key].tobytes():
+                    diffs.append(f"{name}: {key} differs")
+    return diffs
+
+
+def rerun_command(args) -> int:
+    import json
+
+    run_dir = Path(args.run_dir)
+    recorded = run_dir / "config.json"
+    if not recorded.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no config.json: not a directory written by `jaxgd train`.")
+    try:
+        options = json.loads(recorded.read_text())["options"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{recorded} does not record the run's options ({e}).") from None
+    for name in ("metrics.json", "params.npz"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} has no {name}: the run did not finish (continue it with "
+                                    f"`jaxgd train --resume --out {run_dir}` and its options).")
+    defaults = vars(build_parser().parse_args(["train"]))
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"{recorded} has options this jaxgd does not know: {', '.join(sorted(unknown))}.")
+    args_ = argparse.Namespace(**{**defaults, **options, "out": args.out or f"{run_dir.resolve()}-rerun",
+                                  "resume": False, "quiet": True})
+    args_.hidden = tuple(args_.hidden)
+    print(f"jaxgd rerun: replaying {recorded} into {args_.out}")
+    train_command(args_)
+    diffs = compare_runs(run_dir, Path(args_.out))
+    if diffs:
+        print(f"jaxgd rerun: NOT reproduced: {'; '.join(diffs)}", file=sys.stderr)
+        return 1
+    print(f"jaxgd rerun: reproduced {run_dir}/metrics.json and params.npz exactly (wall-clock fields aside)")
     return 0
 
 
@@ -205,7 +330,7 @@ def gradcheck_command(args) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"train": train_command, "gradcheck": gradcheck_command}
+COMMANDS = {"train": train_command, "rerun": rerun_command, "gradcheck": gradcheck_command}
 
 
 def guarded(prog: str, body) -> int:

@@ -12,6 +12,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine", "linear", "exponential")
 DATA_ORDERS = ("per_seed", "shared")
 GRADIENTS = ("autodiff", "backprop")
+#: Default ``TrainConfig.divergence_factor``.
+DIVERGENCE_FACTOR = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,12 @@ class TrainConfig:
       data_seed: seed of the shared data order.
       gradient: ``"autodiff"`` (``jax.grad``) or ``"backprop"`` (the hand-written one).
       eval_batch_size: examples per evaluation chunk (bounds memory for populations).
+      divergence_factor: a network has diverged when, at an evaluation, its training cost
+        or parameters are not finite, or the norm of its parameters has grown past this
+        many times its initial norm (``None``: only non-finite values count). Too large a
+        learning rate does not always give a non-finite cost: with sigmoid units the weights
+        blow up, the units saturate and the cost freezes. A single network stops there; in
+        a population the member is flagged in ``FitResult.diverged`` and left out of the statistics.
     """
 
     cost: str = "quadratic"
@@ -58,6 +66,7 @@ class TrainConfig:
     data_seed: int = 0
     gradient: str = "autodiff"
     eval_batch_size: int = 4096
+    divergence_factor: float | None = DIVERGENCE_FACTOR
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -104,6 +113,10 @@ class TrainConfig:
         if self.target_accuracy is not None and not (isinstance(self.target_accuracy, (int, float))
                                                      and 0 < self.target_accuracy <= 1):
             raise ValueError(f"target_accuracy must lie in (0, 1], got {self.target_accuracy!r}.")
+        factor = self.divergence_factor
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float))
+                                   or not math.isfinite(factor) or factor <= 1):
+            raise ValueError(f"divergence_factor must be a finite number above 1 (or None), got {factor!r}.")
         if n_train is not None:
             if n_train < 1:
                 raise ValueError("The training set is empty.")

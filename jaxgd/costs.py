@@ -34,12 +34,14 @@ def per_example_cost(net: MLP, cost: str, logits: jax.Array, y: jax.Array) -> ja
     return -jnp.take_along_axis(log_p, y[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
-def cost_fn(net: MLP, cost: str = "quadratic") -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
+def cost_fn(net: MLP, cost: str = "quadratic",
+            matmul: Callable = jnp.matmul) -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
     """The cost ``C(params, x, y) -> scalar``, averaged over the batch.
 
     Args:
       net: the network description.
       cost: ``"quadratic"`` (the lesson's) or ``"cross_entropy"`` (softmax).
+      matmul: how layers multiply (see :meth:`MLP.logits`); the default is ``a @ w``.
 
     Returns:
       A pure function of ``params``, ``x: (batch, n_in)`` and integer labels
@@ -48,7 +50,7 @@ def cost_fn(net: MLP, cost: str = "quadratic") -> Callable[[Params, jax.Array, j
     check_cost(cost)
 
     def cost_of(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-        return jnp.mean(per_example_cost(net, cost, net.logits(params, x), y))
+        return jnp.mean(per_example_cost(net, cost, net.logits(params, x, matmul), y))
 
     cost_of.__name__ = f"{cost}_cost"
     return cost_of

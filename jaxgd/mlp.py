@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -99,13 +99,17 @@ class MLP:
             params.append({"w": w, "b": b})
         return params
 
-    def logits(self, params: Params, x: jax.Array) -> jax.Array:
-        """Pre-activations ``z_L`` of the output layer, shape ``(batch, n_out)``."""
+    def logits(self, params: Params, x: jax.Array, matmul: Callable = jnp.matmul) -> jax.Array:
+        """Pre-activations ``z_L`` of the output layer, shape ``(batch, n_out)``.
+
+        ``matmul(a, w)`` multiplies activations by a layer's weights; the training loop
+        passes :func:`jaxgd.dense.dense` for its ``(n_out, n_in)`` weight layout.
+        """
         act = ACTIVATIONS[self.activation].fn
         a = x
         for layer in params[:-1]:
-            a = act(a @ layer["w"] + layer["b"])
-        return a @ params[-1]["w"] + params[-1]["b"]
+            a = act(matmul(a, layer["w"]) + layer["b"])
+        return matmul(a, params[-1]["w"]) + params[-1]["b"]
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """Output activations for a batch ``x: (batch, n_in)`` -> ``(batch, n_out)``."""

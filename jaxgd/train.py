@@ -14,6 +14,7 @@ import functools
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from jaxgd.backprop import backprop
 from jaxgd.config import TrainConfig
 from jaxgd.costs import cost_fn, evaluate_rows
+from jaxgd.dense import dense
 from jaxgd.data.dataset import Dataset
 from jaxgd.mlp import MLP, Params
 from jaxgd.optim import direction, step_size
@@ -107,8 +109,7 @@ def gradient_fn(spec: Spec) -> Callable:
     """Gradient of the cost with respect to compute-layout parameters."""
     if spec.gradient == "backprop":
         return lambda p, x, y: to_compute_layout(backprop(spec.net, spec.cost, from_compute_layout(p), x, y))
-    cost = cost_fn(spec.net, spec.cost)
-    return jax.grad(lambda p, x, y: cost(from_compute_layout(p), x, y))
+    return jax.grad(cost_fn(spec.net, spec.cost, matmul=dense))
 
 
 def rows(data: dict, spec: Spec, condition, split: str, idx):
@@ -157,6 +158,7 @@ def evaluate_params(params, member, data, *, spec: Spec) -> dict[str, jax.Array]
                                  lambda i, s=split: rows(data, spec, member["condition"], s, i),
                                  n, data[f"x_{split}"].dtype, spec.eval_batch_size)
             out[f"{split}_cost"], out[f"{split}_accuracy"] = c, a
+    out["param_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params)))
     return out
 
 
@@ -192,8 +194,9 @@ def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num
     return state
 
 
-def train_chunk(state: TrainState, member: dict, data: dict, *, spec: Spec, num_epochs: int):
-    """``num_epochs`` epochs, then one evaluation. Pure; jit with ``spec`` and ``num_epochs`` static.
+def train_chunk(state: TrainState, member: dict, data: dict, *, spec: Spec, num_epochs: int,
+                evaluate: bool = True):
+    """``num_epochs`` epochs, then one evaluation. Pure; jit with ``spec``, ``num_epochs`` and ``evaluate`` static.
 
     Args:
       state: a :class:`TrainState` (leaves with a leading member axis when ``spec.population``).
@@ -202,16 +205,17 @@ def train_chunk(state: TrainState, member: dict, data: dict, *, spec: Spec, num_
       data: ``{"x_train", "y_train", "x_test", "y_test"[, "x_val", "y_val"]}``; arrays
         named in ``spec.condition_arrays`` carry a leading condition axis. Shared by
         all members: never copied per member.
+      evaluate: whether to evaluate after the last epoch (``metrics`` is ``None`` otherwise).
 
     Returns:
       ``(state, metrics)`` with metrics ``{"train_cost", "train_accuracy", ...}`` as
       scalars (or ``(S,)``) after the last epoch of the chunk.
     """
     state = train_epochs(state, member, data, spec=spec, num_epochs=num_epochs)
-    return state, evaluate_state(state, member, data, spec=spec)
+    return state, evaluate_state(state, member, data, spec=spec) if evaluate else None
 
 
-_compiled_chunk = jax.jit(train_chunk, static_argnames=("spec", "num_epochs"), donate_argnums=(0,))
+_compiled_chunk = jax.jit(train_chunk, static_argnames=("spec", "num_epochs", "evaluate"), donate_argnums=(0,))
 _compiled_eval = jax.jit(evaluate_state, static_argnames=("spec",))
 
 
@@ -304,7 +308,8 @@ def _member_values(learning_rates, conditions, config: TrainConfig, members: int
 
 
 def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, learning_rates=None,
-        conditions=None, devices=None, max_members: int | None = None, progress: bool = False,
+        conditions=None, devices=None, max_members: int | None = None, checkpoint=None,
+        checkpoint_every: int = 1, progress: bool = False,
         callback: Callable[[int, dict], None] | None = None) -> FitResult:
     """Trains ``net`` on ``data`` by gradient descent.
 
@@ -322,6 +327,13 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, le
         every device; pass one device to run unsharded).
       max_members: populations only: train at most this many members per program,
         in chunks one after another, when the whole population does not fit in memory.
+      checkpoint: a directory for checkpoints (:mod:`jaxgd.checkpoint`). A checkpoint is
+        written atomically every ``checkpoint_every`` epochs and when training ends; if
+        one is already there, training resumes from it (and a finished run, or a finished
+        chunk of ``max_members``, is not trained again). The result is bit-identical to an
+        uninterrupted run. A checkpoint of another configuration raises
+        :class:`jaxgd.checkpoint.CheckpointError` naming the field that differs.
+      checkpoint_every: epochs between checkpoints.
       progress: show a tqdm progress bar (loss, accuracy, ETA) on stderr.
       callback: called as ``callback(epoch, metrics)`` after every evaluation.
 
@@ -346,16 +358,42 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, le
     if conditions is not None:
         conditions.check(data, members)
     member = _member_values(learning_rates, conditions, config, members)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive number of epochs, got {checkpoint_every!r}.")
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if checkpoint.exists() and not checkpoint.is_dir():
+            raise NotADirectoryError(f"checkpoint must be a directory, but {checkpoint} is a file.")
+    run = functools.partial(_fit, net=net, data=data, config=config, devices=devices, progress=progress,
+                            callback=callback, checkpoint_every=checkpoint_every)
     if max_members is not None:
         if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
             raise ValueError(f"max_members must be a positive integer, got {max_members!r}.")
         if max_members < members:
-            return _fit_in_chunks(key, net, data, config, member, conditions, devices, max_members, progress,
-                                  callback)
-    return _fit(key, net, data, config, member, conditions, devices, progress, callback)
+            return _fit_in_chunks(run, key, member, conditions, max_members, checkpoint)
+    return run(key, member=member, conditions=conditions,
+               checkpoint_file=None if checkpoint is None else checkpoint / "checkpoint.npz")
 
 
-def _fit(key, net, data, config, member, conditions, devices, progress, callback) -> FitResult:
+def fingerprint(key, net: MLP, data: Dataset, config: TrainConfig, member: dict, conditions) -> dict:
+    """Everything that determines a run's numbers, field by field (hashes for arrays)."""
+    from jaxgd.checkpoint import digest
+
+    fields = {"network.sizes": list(net.sizes), "network.activation": net.activation, "network.output": net.output}
+    fields.update({f"train.{k}": v for k, v in config.to_dict().items()})
+    fields.update({"data.name": data.name, "data.n_train": data.n_train,
+                   "data.digest": digest(*(a for a in (data.x_train, data.y_train, data.x_test, data.y_test,
+                                                       data.x_val, data.y_val) if a is not None)),
+                   "members": None if key.ndim == 0 else int(key.shape[0]),
+                   "keys": digest(jax.random.key_data(key)), "learning_rates": digest(member["lr"])})
+    if conditions is not None:
+        fields["conditions"] = digest(member["condition"], *(conditions.arrays[k] for k in sorted(conditions.arrays)))
+    return fields
+
+
+def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices, progress, callback,
+         checkpoint_every) -> FitResult:
+    from jaxgd import checkpoint as ckpt
     from jaxgd import sharding
 
     start = time.perf_counter()
@@ -370,6 +408,14 @@ def _fit(key, net, data, config, member, conditions, devices, progress, callback
     if conditions is not None:
         arrays.update({k: np.asarray(v, arrays[k].dtype) for k, v in conditions.arrays.items()})
     state = init_state(key, net, config, population=population)
+    shape = (members,) if population else ()
+    run = {"epochs_done": 0, "finished": False, "history": {}, "initial": None,
+           "diverged": np.zeros(shape, bool), "diverged_epoch": np.full(shape, -1)}
+    if checkpoint_file is not None:
+        fp = fingerprint(key, net, data, config, member, conditions)
+        if checkpoint_file.exists():
+            run = ckpt.load(checkpoint_file, state, fingerprint=fp)
+            state = run["state"]
     num_devices = 1
     if population:
         mesh = sharding.member_mesh(devices)
@@ -383,49 +429,57 @@ def _fit(key, net, data, config, member, conditions, devices, progress, callback
         state = per_member._replace(data_key=data_key)
         arrays = sharding.replicate(arrays, mesh)
     else:
-        arrays = jax.device_put(arrays)
-        member = jax.device_put(member)
+        state, arrays, member = jax.device_put((state, arrays, member))
 
-    def host(metrics):  # to NumPy, without the padding members
-        return jax.tree.map(lambda a: np.asarray(a)[:members] if population else np.asarray(a), metrics)
+    def unpad(tree):  # without the padding members
+        return jax.tree.map(lambda a: a[:members] if population and a.ndim else a, tree)
 
-    initial = host(_compiled_eval(state, member, arrays, spec=spec))
-    shape = (members,) if population else ()
-    diverged = np.zeros(shape, bool)
-    diverged_epoch = np.full(shape, -1)
-    rows_: list[dict] = []
-    epochs_done = 0
-    bar = tqdm(total=config.epochs, disable=not progress, unit="epoch", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+    def host(tree):
+        return jax.tree.map(np.asarray, unpad(tree))
+
+    initial = run["initial"] if run["initial"] is not None else host(_compiled_eval(state, member, arrays, spec=spec))
+    history = run["history"]
+    rows_ = [{k: v[..., i] for k, v in history.items()} for i in range(len(history.get("epoch", ())))]
+    diverged, diverged_epoch = np.asarray(run["diverged"]), np.asarray(run["diverged_epoch"])
+    epochs_done, finished = run["epochs_done"], run["finished"]
+
+    def save_checkpoint():
+        ckpt.save(checkpoint_file, unpad(state), fingerprint=fp, epochs_done=epochs_done, finished=finished,
+                  history=_stack(rows_), initial=initial, diverged=diverged, diverged_epoch=diverged_epoch)
+
+    bar = tqdm(total=config.epochs, initial=epochs_done, disable=not progress, unit="epoch", file=sys.stderr,
+               dynamic_ncols=True, mininterval=0.5,
                desc="-".join(map(str, net.sizes)) + (f" x{members} members" if population else ""))
     try:
-        while epochs_done < config.epochs:
-            n = min(config.eval_every, config.epochs - epochs_done)
-            state, metrics = _compiled_chunk(state, member, arrays, spec=spec, num_epochs=n)
+        while not finished and epochs_done < config.epochs:
+            next_eval = min(config.epochs, (epochs_done // config.eval_every + 1) * config.eval_every)
+            next_save = (epochs_done // checkpoint_every + 1) * checkpoint_every if checkpoint_file else next_eval
+            n = min(next_eval, next_save) - epochs_done
+            evaluate = epochs_done + n == next_eval
+            state, metrics = _compiled_chunk(state, member, arrays, spec=spec, num_epochs=n, evaluate=evaluate)
             epochs_done += n
-            metrics = host(metrics)
-            rows_.append(metrics)
-            bad = ~np.isfinite(metrics["train_cost"]) & ~diverged
-            diverged_epoch = np.where(bad, epochs_done, diverged_epoch)
-            diverged = diverged | bad
             bar.update(n)
-            ok = ~diverged
-            bar.set_postfix({"cost": f"{_mean(metrics['train_cost'], ok):.4f}",
-                             "train": f"{_mean(metrics['train_accuracy'], ok):.3f}",
-                             "test": f"{_mean(metrics['test_accuracy'], ok):.3f}"}, refresh=False)
-            if callback is not None:
-                callback(epochs_done, metrics)
-            if np.all(diverged):
-                break
-            if config.target_accuracy is not None and np.all(
-                    (metrics["train_accuracy"] >= config.target_accuracy) | diverged):
-                break
+            if evaluate:
+                metrics = host(metrics)
+                rows_.append({"epoch": np.asarray(epochs_done), **metrics})
+                bad = _diverging(metrics, initial, config) & ~diverged
+                diverged_epoch = np.where(bad, epochs_done, diverged_epoch)
+                diverged = diverged | bad
+                ok = ~diverged
+                bar.set_postfix({"cost": f"{_mean(metrics['train_cost'], ok):.4f}",
+                                 "train": f"{_mean(metrics['train_accuracy'], ok):.3f}",
+                                 "test": f"{_mean(metrics['test_accuracy'], ok):.3f}"}, refresh=False)
+                if callback is not None:
+                    callback(epochs_done, metrics)
+                finished = bool(np.all(diverged)) or (config.target_accuracy is not None and bool(np.all(
+                    (metrics["train_accuracy"] >= config.target_accuracy) | diverged)))
+            finished = finished or epochs_done >= config.epochs
+            if checkpoint_file is not None and (epochs_done % checkpoint_every == 0 or finished):
+                save_checkpoint()
     finally:
         bar.close()
 
-    history = {"epoch": np.cumsum([min(config.eval_every, config.epochs - i)
-                                   for i in range(0, epochs_done, config.eval_every)])}
-    for name in rows_[0]:
-        history[name] = np.stack([r[name] for r in rows_], axis=-1)
+    history = _stack(rows_)
     params = from_compute_layout(state.params)
     if population:
         params = jax.tree.map(lambda a: a[:members], params)
@@ -436,8 +490,23 @@ def _fit(key, net, data, config, member, conditions, devices, progress, callback
                      num_devices=num_devices)
 
 
-def _fit_in_chunks(keys, net, data, config, member, conditions, devices, max_members, progress,
-                   callback) -> FitResult:
+def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Evaluation rows to history arrays, the evaluations on the last axis."""
+    return {name: np.stack([r[name] for r in rows], axis=-1) for name in rows[0]} if rows else {}
+
+
+def _diverging(metrics: dict, initial: dict, config: TrainConfig) -> np.ndarray:
+    """Members whose training cost or parameters are not finite, or whose parameter norm grew past
+    ``config.divergence_factor`` x its initial value (a blown-up step that saturated the units)."""
+    norm = np.asarray(metrics["param_norm"])
+    bad = ~np.isfinite(np.asarray(metrics["train_cost"])) | ~np.isfinite(norm)
+    if config.divergence_factor is not None:
+        with np.errstate(invalid="ignore"):
+            bad |= norm > config.divergence_factor * np.asarray(initial["param_norm"])
+    return bad
+
+
+def _fit_in_chunks(run, keys, member, conditions, max_members, checkpoint) -> FitResult:
     """Trains a population ``max_members`` at a time; the last chunk is padded so all share one program."""
     start = time.perf_counter()
     members = int(keys.shape[0])
@@ -446,8 +515,9 @@ def _fit_in_chunks(keys, net, data, config, member, conditions, devices, max_mem
         take = np.arange(lo, lo + max_members) % members  # pad the last chunk by wrapping around
         sub_conditions = None if conditions is None else dataclasses.replace(conditions,
                                                                              index=member["condition"][take])
-        results.append(_fit(keys[take], net, data, config, {k: v[take] for k, v in member.items()},
-                            sub_conditions, devices, progress, callback))
+        file = None if checkpoint is None else checkpoint / f"members-{lo:06d}-{lo + max_members:06d}.npz"
+        results.append(run(keys[take], member={k: v[take] for k, v in member.items()}, conditions=sub_conditions,
+                           checkpoint_file=file))
     keep = [min(max_members, members - lo) for lo in range(0, members, max_members)]
     cat = lambda *xs: np.concatenate([np.asarray(x)[:k] for x, k in zip(xs, keep)])
     epochs = max(r.epochs_run for r in results)
@@ -461,7 +531,7 @@ def _fit_in_chunks(keys, net, data, config, member, conditions, devices, max_mem
                      initial={k: cat(*[r.initial[k] for r in results]) for k in results[0].initial},
                      diverged=cat(*[r.diverged for r in results]),
                      diverged_epoch=cat(*[r.diverged_epoch for r in results]), epochs_run=epochs,
-                     state=results[-1].state, wall_seconds=time.perf_counter() - start, config=config,
+                     state=results[-1].state, wall_seconds=time.perf_counter() - start, config=results[0].config,
                      num_members=members, num_devices=results[0].num_devices)
 
 

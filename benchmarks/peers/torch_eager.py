@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import LEARNING_RATE, SIZES, best_time
+from benchmarks.common import LEARNING_RATE, SIZES, best_time, torch_device, torch_sync
 
 
 def seconds_per_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int = 300) -> float:
@@ -11,16 +11,17 @@ def seconds_per_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int 
     import torch
 
     torch.manual_seed(0)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    device = torch_device()
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)
     layers = []
     for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
         layers += [torch.nn.Linear(a, b), torch.nn.Sigmoid()]
-    model = torch.nn.Sequential(*layers)
+    model = torch.nn.Sequential(*layers).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
-    eye = torch.eye(SIZES[-1])
+    eye = torch.eye(SIZES[-1], device=device)
 
     def run(k):
-        perm = torch.randperm(len(xt))
+        perm = torch.randperm(len(xt), device=device)
         for s in range(k):
             i = perm[s * batch_size:(s + 1) * batch_size]
             out = model(xt[i])
@@ -28,6 +29,7 @@ def seconds_per_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int 
             opt.zero_grad()
             loss.backward()
             opt.step()
+        torch_sync(device)
 
     run(20)
     t = best_time(lambda: run(steps), 2)
