@@ -24,14 +24,15 @@ def _popen(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _kill_at(args, delay: float) -> bool:
-    """Starts ``args``, sends SIGKILL after ``delay`` seconds; True if the process was still running."""
+def _kill_during(args, out: Path, epoch: int, pause: float) -> None:
+    """Starts ``args`` and SIGKILLs it ``pause`` seconds after ``out`` holds a checkpoint of ``epoch``
+    epochs or more (after start-up, for ``epoch`` 0)."""
     proc = _popen(args)
-    time.sleep(delay)
-    alive = proc.poll() is None
+    while epoch and _epochs_checkpointed(out) < epoch and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(pause)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    return alive
 
 
 def _epochs_checkpointed(out: Path) -> int:
@@ -43,23 +44,20 @@ def test_train_killed_at_ten_random_moments_resumes_to_identical_files(tmp_path,
     # JAX's persistent compilation cache spares the restarts most of their compile time (not their numbers)
     monkeypatch.setitem(ENV, "JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
     monkeypatch.setitem(ENV, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    warm = _popen(["-m", "jaxgd", *TRAIN, "--epochs", "1", "--out", str(tmp_path / "warm-up")])
-    assert warm.wait(timeout=300) == 0, warm.stderr.read()
-    whole = tmp_path / "whole"
-    start = time.perf_counter()
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
     proc = _popen(["-m", "jaxgd", *TRAIN, "--out", str(whole)])
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
-    duration = time.perf_counter() - start
-    killed = tmp_path / "killed"
+    # random moments: during start-up (epoch 0), or a random pause after a random epoch's checkpoint
     rng = np.random.default_rng(2026)
+    epochs = np.sort(rng.integers(0, EPOCHS, size=10))
     progress = []
-    for delay in rng.uniform(0.5, duration, size=10):
-        _kill_at(["-m", "jaxgd", *TRAIN, "--out", str(killed), "--resume"], delay)
+    for epoch in epochs:
+        pause = rng.uniform(0.2, 2.0) if epoch == 0 else rng.uniform(0.0, 0.05)
+        _kill_during(["-m", "jaxgd", *TRAIN, "--out", str(killed), "--resume"], killed, int(epoch), pause)
         progress.append(_epochs_checkpointed(killed))
     final = _popen(["-m", "jaxgd", *TRAIN, "--out", str(killed), "--resume"])
     assert final.wait(timeout=300) == 0, final.stderr.read()
-    # the kills landed in the middle of training (and also before the first checkpoint)
-    assert any(0 < p < EPOCHS for p in progress), progress
+    assert any(0 < p < EPOCHS for p in progress), progress  # the kills landed in the middle of training
     assert progress == sorted(progress)  # a checkpoint is never lost or torn
     assert compare_runs(whole, killed) == [], progress
     assert (whole / "params.npz").read_bytes() == (killed / "params.npz").read_bytes()
@@ -75,13 +73,8 @@ def test_memorization_killed_and_resumed_ends_with_the_same_results(tmp_path):
     proc = _popen([*args, "--out", str(whole)])
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
     # SIGKILL at a random moment after a random epoch's checkpoint (the kill must land mid-training)
-    target = int(np.random.default_rng(7).integers(10, 50))
-    proc = _popen([*args, "--out", str(killed)])
-    while _epochs_checkpointed(killed) < target and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(float(np.random.default_rng(8).uniform(0.0, 0.2)))
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    rng = np.random.default_rng(7)
+    _kill_during([*args, "--out", str(killed)], killed, int(rng.integers(10, 50)), float(rng.uniform(0.0, 0.2)))
     stopped_at = _epochs_checkpointed(killed)
     proc = _popen([*args, "--out", str(killed), "--resume"])
     assert proc.wait(timeout=600) == 0, proc.stderr.read()

@@ -43,7 +43,7 @@ def test_eval_every_does_not_change_the_trajectory(small_digits):
 
 
 def test_training_does_not_recompile_per_chunk_or_epoch(small_digits, monkeypatch):
-    traced = jax.jit(chex.assert_max_traces(train_chunk, n=1), static_argnames=("spec", "num_epochs"),
+    traced = jax.jit(chex.assert_max_traces(train_chunk, n=1), static_argnames=("spec", "num_epochs", "evaluate"),
                      donate_argnums=(0,))
     monkeypatch.setattr(train_module, "_compiled_chunk", traced)
     fit(jax.random.key(0), NET, small_digits, TrainConfig(epochs=6, eval_every=2))
