@@ -365,7 +365,8 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, le
         if checkpoint.exists() and not checkpoint.is_dir():
             raise NotADirectoryError(f"checkpoint must be a directory, but {checkpoint} is a file.")
     run = functools.partial(_fit, net=net, data=data, config=config, devices=devices, progress=progress,
-                            callback=callback, checkpoint_every=checkpoint_every)
+                            callback=callback, checkpoint_every=checkpoint_every,
+                            data_fields=None if checkpoint is None else data_fingerprint(data, conditions))
     if max_members is not None:
         if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
             raise ValueError(f"max_members must be a positive integer, got {max_members!r}.")
@@ -375,24 +376,32 @@ def fit(key, net: MLP, data: Dataset, config: TrainConfig = TrainConfig(), *, le
                checkpoint_file=None if checkpoint is None else checkpoint / "checkpoint.npz")
 
 
-def fingerprint(key, net: MLP, data: Dataset, config: TrainConfig, member: dict, conditions) -> dict:
+def data_fingerprint(data: Dataset, conditions) -> dict:
+    """The data part of a run's fingerprint: hashed once per :func:`fit`, shared by its chunks of members."""
+    from jaxgd.checkpoint import digest
+
+    fields = {"data.name": data.name, "data.n_train": data.n_train,
+              "data.digest": digest(*(a for a in (data.x_train, data.y_train, data.x_test, data.y_test,
+                                                  data.x_val, data.y_val) if a is not None))}
+    if conditions is not None:
+        fields["conditions.arrays"] = digest(*(conditions.arrays[k] for k in sorted(conditions.arrays)))
+    return fields
+
+
+def fingerprint(key, net: MLP, config: TrainConfig, member: dict, data_fields: dict) -> dict:
     """Everything that determines a run's numbers, field by field (hashes for arrays)."""
     from jaxgd.checkpoint import digest
 
     fields = {"network.sizes": list(net.sizes), "network.activation": net.activation, "network.output": net.output}
     fields.update({f"train.{k}": v for k, v in config.to_dict().items()})
-    fields.update({"data.name": data.name, "data.n_train": data.n_train,
-                   "data.digest": digest(*(a for a in (data.x_train, data.y_train, data.x_test, data.y_test,
-                                                       data.x_val, data.y_val) if a is not None)),
-                   "members": None if key.ndim == 0 else int(key.shape[0]),
-                   "keys": digest(jax.random.key_data(key)), "learning_rates": digest(member["lr"])})
-    if conditions is not None:
-        fields["conditions"] = digest(member["condition"], *(conditions.arrays[k] for k in sorted(conditions.arrays)))
+    fields.update(data_fields)
+    fields.update({"members": None if key.ndim == 0 else int(key.shape[0]), "keys": digest(jax.random.key_data(key)),
+                   "learning_rates": digest(member["lr"]), "conditions.index": digest(member["condition"])})
     return fields
 
 
 def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices, progress, callback,
-         checkpoint_every) -> FitResult:
+         checkpoint_every, data_fields) -> FitResult:
     from jaxgd import checkpoint as ckpt
     from jaxgd import sharding
 
@@ -409,13 +418,13 @@ def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices
         arrays.update({k: np.asarray(v, arrays[k].dtype) for k, v in conditions.arrays.items()})
     state = init_state(key, net, config, population=population)
     shape = (members,) if population else ()
-    run = {"epochs_done": 0, "finished": False, "history": {}, "initial": None,
-           "diverged": np.zeros(shape, bool), "diverged_epoch": np.full(shape, -1)}
+    restored = {"epochs_done": 0, "finished": False, "history": {}, "initial": None,
+                "diverged": np.zeros(shape, bool), "diverged_epoch": np.full(shape, -1)}
     if checkpoint_file is not None:
-        fp = fingerprint(key, net, data, config, member, conditions)
+        fp = fingerprint(key, net, config, member, data_fields)
         if checkpoint_file.exists():
-            run = ckpt.load(checkpoint_file, state, fingerprint=fp)
-            state = run["state"]
+            restored = ckpt.load(checkpoint_file, state, fingerprint=fp)
+            state = restored["state"]
     num_devices = 1
     if population:
         mesh = sharding.member_mesh(devices)
@@ -437,11 +446,13 @@ def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices
     def host(tree):
         return jax.tree.map(np.asarray, unpad(tree))
 
-    initial = run["initial"] if run["initial"] is not None else host(_compiled_eval(state, member, arrays, spec=spec))
-    history = run["history"]
+    initial = restored["initial"]
+    if initial is None:
+        initial = host(_compiled_eval(state, member, arrays, spec=spec))
+    history = restored["history"]
     rows_ = [{k: v[..., i] for k, v in history.items()} for i in range(len(history.get("epoch", ())))]
-    diverged, diverged_epoch = np.asarray(run["diverged"]), np.asarray(run["diverged_epoch"])
-    epochs_done, finished = run["epochs_done"], run["finished"]
+    diverged, diverged_epoch = np.asarray(restored["diverged"]), np.asarray(restored["diverged_epoch"])
+    epochs_done, finished = restored["epochs_done"], restored["finished"]
 
     def save_checkpoint():
         ckpt.save(checkpoint_file, unpad(state), fingerprint=fp, epochs_done=epochs_done, finished=finished,
