@@ -25,32 +25,41 @@ from pathlib import Path
 from benchmarks import common
 
 
-def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int) -> float:
+#: The contender name of the populations kept on one device when there are several.
+ONE_DEVICE = "jaxgd, 1 device"
+
+
+def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int,
+                            devices=None) -> float:
     """jaxgd's compiled training program (``jaxgd.train.train_epochs``), scaled to one epoch.
 
-    The program is timed with ``steps`` and ``2 * steps`` optimizer steps per epoch;
-    the difference is the cost of ``steps`` steps, the rest the once-per-epoch cost
-    (drawing each member's permutation of the 50,000 examples). One epoch is
-    ``fixed + (50,000 / batch) x per-step``.
+    A population's members are spread over ``devices`` (default: every device) as
+    :func:`jaxgd.fit` spreads them. The program is timed with ``steps`` and
+    ``2 * steps`` optimizer steps per epoch; the difference is the cost of ``steps``
+    steps, the rest the once-per-epoch cost (drawing each member's permutation of the
+    50,000 examples). One epoch is ``fixed + (50,000 / batch) x per-step``.
     """
     import jax
 
     import jaxgd
-    from jaxgd.train import Spec, _member_values, init_state, train_epochs
+    from jaxgd.train import Spec, _member_values, init_state, place, train_epochs
 
     net = jaxgd.MLP(common.SIZES)
     n = int(data["y_train"].shape[0])
     config = jaxgd.TrainConfig(batch_size=batch_size, epochs=1, data_order=order,
                                learning_rate=common.LEARNING_RATE)
     population = seeds > 1
-    spec = Spec.make(net, config, n, population=population, shared_order=population and order == "shared")
+    spec = Spec.make(net, config, n, population=population, members=seeds if population else None,
+                     shared_order=population and order == "shared")
     key = jax.random.split(jax.random.key(0), seeds) if population else jax.random.key(0)
-    member = jax.device_put(_member_values(None, None, config, seeds if population else None))
+    member = _member_values(None, None, config, seeds if population else None)
+    state, member, data, _ = place(init_state(key, net, config, population=population), member, data,
+                                   spec=spec, devices=devices)
     times = []
     for k in (steps, 2 * steps):
         short = dataclasses.replace(spec, steps_per_epoch=k)  # the same program, k steps per epoch
         run = jax.jit(lambda s, short=short: train_epochs(s, member, data, spec=short, num_epochs=1))
-        state = jax.block_until_ready(run(init_state(key, net, config, population=population)))  # compile, warm up
+        state = jax.block_until_ready(run(state))  # compile, warm up
 
         def once():
             nonlocal state
@@ -87,18 +96,19 @@ def memory_probe(seeds: int, order: str) -> dict:
     import jax
 
     import jaxgd
-    from jaxgd.train import Spec, _compiled_chunk, _member_values, init_state
+    from jaxgd.train import Spec, _compiled_chunk, _member_values, init_state, place
 
     x, y = common.mnist_shaped()
     x_test, y_test = common.mnist_shaped(10_000, seed=1)
-    data = jax.device_put({"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test})
+    data = {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test}
     del x, y, x_test, y_test
     net = jaxgd.MLP(common.SIZES)
     config = jaxgd.TrainConfig(batch_size=10, epochs=1, data_order=order)
     full = Spec.make(net, config, common.N_TRAIN, population=True, members=seeds, shared_order=order == "shared")
     short = dataclasses.replace(full, steps_per_epoch=20)
-    state = init_state(jax.random.split(jax.random.key(0), seeds), net, config, population=True)
-    member = jax.device_put(_member_values(None, None, config, seeds))
+    state, member, data, devices = place(init_state(jax.random.split(jax.random.key(0), seeds), net, config,
+                                                    population=True),
+                                         _member_values(None, None, config, seeds), data, spec=full)
     temp = {}
     for name, spec in (("short", short), ("full", full)):
         compiled = _compiled_chunk.lower(state, member, data, spec=spec, num_epochs=1).compile()
@@ -108,13 +118,14 @@ def memory_probe(seeds: int, order: str) -> dict:
     peak = peak_resident_bytes()
     # The run covers 20 steps; a whole epoch's program needs (temp_full - temp_short) more
     # temporaries (each member's epoch order), which XLA's own accounting gives exactly.
-    return {"seeds": seeds, "order": order, "peak_rss_20_steps_bytes": peak,
+    return {"seeds": seeds, "order": order, "devices": devices, "peak_rss_20_steps_bytes": peak,
             "xla_temp_bytes_20_steps": temp["short"], "xla_temp_bytes_epoch": temp["full"],
             "peak_bytes": peak + max(0, temp["full"] - temp["short"])}
 
 
-def _probe_in_subprocess(seeds: int, order: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--memory-probe", str(seeds), order],
+def _probe_in_subprocess(seeds: int, order: str, cpu_devices: int) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--memory-probe", str(seeds), order,
+                           "--cpu-devices", str(cpu_devices)],
                           capture_output=True, text=True, timeout=1200,
                           cwd=Path(__file__).resolve().parent.parent)
     if proc.returncode != 0:
@@ -130,6 +141,8 @@ def _peer(fn, *args, **kwargs):
 
 
 def run(quick: bool = False, memory: bool = True) -> dict:
+    """The whole table. Populations spread their members over every device, as :func:`jaxgd.fit` does
+    (on a CPU, one device per core when the caller ran :func:`jaxgd.sharding.use_cpu_devices` first)."""
     import jax
 
     from benchmarks.peers import jax_naive, numpy_textbook, torch_eager, torch_func
@@ -160,10 +173,15 @@ def run(quick: bool = False, memory: bool = True) -> dict:
     configs += [(100, "shared", 100), (100, "per_seed", 100)]
     if not quick:
         configs.append((1000, "shared", 100))
-    print("jaxgd ...", flush=True)
+    devices = jax.devices()
+    print(f"jaxgd (populations over {len(devices)} {devices[0].platform} device(s)) ...", flush=True)
     for seeds, order, batch in configs:
         t = jaxgd_seconds_per_epoch(data, seeds, order, batch, _steps_for(seeds, batch, quick))
         add("jaxgd", seeds, order if seeds > 1 else None, batch, t)
+    if len(devices) > 1:  # the same populations kept on one device, for comparison
+        for seeds, order in ((100, "shared"), (100, "per_seed")):
+            t = jaxgd_seconds_per_epoch(data, seeds, order, 10, _steps_for(seeds, 10, quick), devices=devices[:1])
+            add(ONE_DEVICE, seeds, order, 10, t)
 
     print("peers ...", flush=True)
     steps = 50 if quick else 300
@@ -187,10 +205,11 @@ def run(quick: bool = False, memory: bool = True) -> dict:
     memory_rows = []
     if memory and not quick:
         print("memory of 1,000 seeds on 50,000 examples ...", flush=True)
-        memory_rows = [_probe_in_subprocess(1000, order) for order in ("shared", "per_seed")]
+        cpu_devices = len(jax.devices("cpu"))
+        memory_rows = [_probe_in_subprocess(1000, order, cpu_devices) for order in ("shared", "per_seed")]
 
     return {"rows": rows, "matmul": rate, "memory": memory_rows, "checks": checks(rows, memory_rows),
-            "machine": machine(), "quick": quick}
+            "machine": machine(), "devices": [str(d) for d in devices], "quick": quick}
 
 
 def _find(rows, contender, seeds, order, batch):
@@ -292,8 +311,17 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--no-memory", action="store_true", help="skip the 1,000-seed memory probe")
     parser.add_argument("--out", default="runs/bench/train_speed.json", help="where to write the JSON results")
+    parser.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                        help="JAX devices to make of the CPU, over which populations spread their members "
+                             "(default: one per core; 1 keeps JAX's single CPU device)")
     parser.add_argument("--memory-probe", nargs=2, metavar=("SEEDS", "ORDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from jaxgd.sharding import use_cpu_devices
+
+    try:
+        use_cpu_devices(args.cpu_devices)
+    except ValueError as e:
+        parser.error(str(e))
     if args.memory_probe:
         print(json.dumps(memory_probe(int(args.memory_probe[0]), args.memory_probe[1])))
         return 0
@@ -304,7 +332,8 @@ def main(argv=None) -> int:
 
     write_json(args.out, result)
     m = result["machine"]
-    print(f"\n{m.get('cpu_model')} ({m['cpu_count']} cores), {m['backend']} backend, jax {m['jax']}, torch {m['torch']}\n")
+    print(f"\n{m.get('cpu_model')} ({m['cpu_count']} cores), {m['backend']} backend, jax {m['jax']}, torch {m['torch']}; "
+          f"jaxgd populations over {len(result['devices'])} device(s)\n")
     print(format_table(result))
     print(f"\nwrote {args.out} in {result['wall_seconds']:.0f} s")
     return 0

@@ -31,6 +31,9 @@ def parser(prog: str, description: str, presets: dict, default_out: str):
                    help="continue the study in --out from its checkpoints: finished conditions are not trained again")
     p.add_argument("--checkpoint-every", type=_positive(int), default=10, dest="checkpoint_every",
                    help="epochs between checkpoints (default 10)")
+    p.add_argument("--cpu-devices", type=_positive(int), default=None, metavar="N", dest="cpu_devices",
+                   help="on a CPU, make N JAX devices and spread the seeds over them (N = cores is fastest; "
+                        "default: JAX's one CPU device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -50,6 +53,10 @@ def main(prog: str, argv, parse_args, make_config, run, figures, format_table, d
 
     def body():
         args = parse_args(argv)
+        if args.cpu_devices is not None:
+            from jaxgd.sharding import use_cpu_devices
+
+            use_cpu_devices(args.cpu_devices)  # before JAX's first computation
         config = make_config(args)
         out = prepare_out(Path(args.out or default_out.format(preset=args.preset)),
                           to_jsonable(dataclasses.asdict(config)), args.resume)

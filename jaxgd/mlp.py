@@ -105,11 +105,19 @@ class MLP:
         ``matmul(a, w)`` multiplies activations by a layer's weights; the training loop
         passes :func:`jaxgd.dense.dense` for its ``(n_out, n_in)`` weight layout.
         """
+        return self.logits_from_first(params, matmul(x, params[0]["w"]), matmul)
+
+    def logits_from_first(self, params: Params, u: jax.Array, matmul: Callable = jnp.matmul) -> jax.Array:
+        """:meth:`logits` given the first layer's weighted input ``u = x @ w_1`` (before its bias).
+
+        Reads every parameter but ``params[0]["w"]``; the training loop's deferred
+        first-layer updates (:mod:`jaxgd.deferred`) compute ``u`` their own way.
+        """
         act = ACTIVATIONS[self.activation].fn
-        a = x
-        for layer in params[:-1]:
-            a = act(matmul(a, layer["w"]) + layer["b"])
-        return matmul(a, params[-1]["w"]) + params[-1]["b"]
+        z = u + params[0]["b"]
+        for layer in params[1:]:
+            z = matmul(act(z), layer["w"]) + layer["b"]
+        return z
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
         """Output activations for a batch ``x: (batch, n_in)`` -> ``(batch, n_out)``."""

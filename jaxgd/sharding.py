@@ -6,14 +6,47 @@ copies of the first ones and are dropped afterwards), laid out with
 replicated. ``jax.jit`` then partitions the whole training program. Threefry keys
 (the default) draw the same bits whatever the sharding. On several hosts, call
 ``jax.distributed.initialize()`` first: ``jax.devices()`` then lists every host's devices.
+
+On a CPU, JAX makes one device of all the cores, and a population's many small
+products keep little more than one core busy. :func:`use_cpu_devices`, called before
+JAX's first computation, makes one device per core instead, so that the member axis
+is spread over the cores the same way it is over accelerators.
 """
 from __future__ import annotations
+
+import os
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "members"
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def use_cpu_devices(n: int | None = None) -> int:
+    """Makes JAX's CPU backend ``n`` devices (default: one per core); returns ``n``.
+
+    Must run before JAX's first computation (JAX fixes its devices then). Only the
+    CPU backend is affected: on a GPU or TPU machine the accelerators stay the
+    default devices.
+    """
+    n = cpu_cores() if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"The number of CPU devices must be a positive integer, got {n!r}.")
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError as e:
+        raise RuntimeError(f"use_cpu_devices({n}) must be called before JAX's first computation "
+                           "(JAX has already created its devices in this process).") from e
+    return n
 
 
 def member_mesh(devices=None) -> Mesh:

@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxgd import sharding
 from jaxgd.backprop import backprop
 from jaxgd.config import TrainConfig
 from jaxgd.costs import cost_fn, evaluate_rows
+from jaxgd.deferred import block_steps, sgd_block
 from jaxgd.dense import dense
 from jaxgd.data.dataset import Dataset
 from jaxgd.mlp import MLP, Params
@@ -74,11 +76,15 @@ class Spec:
     shared_order: bool = False
     condition_arrays: tuple[str, ...] = ()  # data arrays with a leading condition axis
     members: int | None = None  # population size (sizes the evaluation chunks)
+    deferred_steps: int = 1  # steps per block of deferred first-layer updates (1: none; see jaxgd.deferred)
 
     @classmethod
     def make(cls, net: MLP, config: TrainConfig, n_train: int, **kw) -> "Spec":
         batch = n_train if config.batch_size is None else config.batch_size
         steps = 1 if config.batch_size is None else n_train // batch
+        exact = (kw.get("shared_order") and config.optimizer == "sgd" and config.gradient == "autodiff"
+                 and config.batch_size is not None and "x_train" not in kw.get("condition_arrays", ()))
+        kw.setdefault("deferred_steps", block_steps(batch, kw.get("members"), net.sizes[1]) if exact else 1)
         return cls(net=net, cost=config.cost, optimizer=config.optimizer, momentum=float(config.momentum),
                    batch_size=batch, steps_per_epoch=steps, full_batch=config.batch_size is None,
                    schedule=config.schedule,
@@ -147,6 +153,33 @@ def train_steps(params, opt_state, step, member, idx, data, *, spec: Spec):
     return params, opt_state, step
 
 
+def _deferred_steps(params, opt_state, step, member, idx, data, *, spec: Spec):
+    """:func:`train_steps` of a whole shared-order population (leading member axis on
+    ``params``, ``step`` and ``member``), plain SGD in blocks of ``spec.deferred_steps``
+    steps (:mod:`jaxgd.deferred`)."""
+    block = functools.partial(sgd_block, net=spec.net, cost=spec.cost,
+                              eta=functools.partial(_eta, spec=spec))
+    labels = jax.vmap(lambda c, i: rows(data, spec, c, "train", i)[1], in_axes=(0, None))
+
+    def body(carry, block_idx):
+        x = data["x_train"][block_idx]  # the same inputs for every member (see Spec.make)
+        return block(*carry, x, labels(member["condition"], block_idx), member["lr"]), None
+
+    k = spec.deferred_steps
+    whole = idx.shape[0] // k * k
+    carry = (params, step)
+    if whole:
+        carry, _ = jax.lax.scan(body, carry, idx[:whole].reshape(-1, k, idx.shape[1]))
+    if whole < idx.shape[0]:
+        carry, _ = body(carry, idx[whole:])
+    params, step = carry
+    return params, opt_state, step
+
+
+def _eta(lr, step, *, spec: Spec):
+    return step_size(spec.schedule, lr, step, spec.total_steps, spec.steps_per_epoch)
+
+
 def evaluate_params(params, member, data, *, spec: Spec) -> dict[str, jax.Array]:
     """Cost and accuracy of one network on every split present in ``data``."""
     out = {}
@@ -174,7 +207,9 @@ def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num
     n = data["y_train"].shape[-1]
     per_member_order = spec.population and not spec.shared_order
     train = functools.partial(train_steps, spec=spec)
-    if spec.population:
+    if spec.deferred_steps > 1:  # a shared-order population, written for all its members at once
+        train = functools.partial(_deferred_steps, spec=spec)
+    elif spec.population:
         # A shared order leaves the minibatch indices unbatched, so the first layer of every
         # member becomes one (batch, n_in) x (n_in, S * n_out) matrix product.
         train = jax.vmap(train, in_axes=(0, 0, 0, 0, 0 if per_member_order else None, None))
@@ -400,10 +435,28 @@ def fingerprint(key, net: MLP, config: TrainConfig, member: dict, data_fields: d
     return fields
 
 
+def place(state: TrainState, member: dict, arrays: dict, *, spec: Spec, devices=None):
+    """Puts a run on its devices: a population's member axis spread over ``devices``
+    (default every device; padded to a multiple of their count), the data replicated.
+
+    Returns ``(state, member, arrays, num_devices)``.
+    """
+    if not spec.population:
+        return (*jax.device_put((state, member, arrays)), 1)
+    mesh = sharding.member_mesh(devices)
+    members = int(member["lr"].shape[0])
+    size = sharding.padded_size(members, mesh)
+    per_member = TrainState(state.params, state.opt_state, state.step,
+                            state.data_key if not spec.shared_order else None)
+    per_member, member = sharding.pad_members((per_member, member), members, size)
+    per_member, member = sharding.shard_members((per_member, member), mesh)
+    data_key = per_member.data_key if not spec.shared_order else sharding.replicate(state.data_key, mesh)
+    return per_member._replace(data_key=data_key), member, sharding.replicate(arrays, mesh), mesh.devices.size
+
+
 def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices, progress, callback,
          checkpoint_every, data_fields) -> FitResult:
     from jaxgd import checkpoint as ckpt
-    from jaxgd import sharding
 
     start = time.perf_counter()
     population = key.ndim == 1
@@ -425,20 +478,7 @@ def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices
         if checkpoint_file.exists():
             restored = ckpt.load(checkpoint_file, state, fingerprint=fp)
             state = restored["state"]
-    num_devices = 1
-    if population:
-        mesh = sharding.member_mesh(devices)
-        num_devices = mesh.devices.size
-        size = sharding.padded_size(members, mesh)
-        per_member = TrainState(state.params, state.opt_state, state.step,
-                                state.data_key if not spec.shared_order else None)
-        per_member, member = sharding.pad_members((per_member, member), members, size)
-        per_member, member = sharding.shard_members((per_member, member), mesh)
-        data_key = per_member.data_key if not spec.shared_order else sharding.replicate(state.data_key, mesh)
-        state = per_member._replace(data_key=data_key)
-        arrays = sharding.replicate(arrays, mesh)
-    else:
-        state, arrays, member = jax.device_put((state, arrays, member))
+    state, member, arrays, num_devices = place(state, member, arrays, spec=spec, devices=devices)
 
     def unpad(tree):  # without the padding members
         return jax.tree.map(lambda a: a[:members] if population and a.ndim else a, tree)
