@@ -29,15 +29,16 @@ from benchmarks import common
 ONE_DEVICE = "jaxgd, 1 device"
 
 
-def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int,
+def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int | None,
                             devices=None) -> float:
-    """jaxgd's compiled training program (``jaxgd.train.train_epochs``), scaled to one epoch.
+    """jaxgd's compiled training program (``jaxgd.train.train_epochs``) for one epoch.
 
     A population's members are spread over ``devices`` (default: every device) as
-    :func:`jaxgd.fit` spreads them. The program is timed with ``steps`` and
-    ``2 * steps`` optimizer steps per epoch; the difference is the cost of ``steps``
-    steps, the rest the once-per-epoch cost (drawing each member's permutation of the
-    50,000 examples). One epoch is ``fixed + (50,000 / batch) x per-step``.
+    :func:`jaxgd.fit` spreads them. With ``steps=None`` whole epochs are timed (best
+    of three). Otherwise the program is timed with ``steps`` and ``2 * steps`` optimizer
+    steps per epoch and scaled: the difference is the cost of ``steps`` steps, the
+    rest the once-per-epoch cost (drawing each member's permutation of the 50,000
+    examples), and one epoch is ``fixed + (50,000 / batch) x per-step``.
     """
     import jax
 
@@ -55,24 +56,36 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     member = _member_values(None, None, config, seeds if population else None)
     state, member, data, _ = place(init_state(key, net, config, population=population), member, data,
                                    spec=spec, devices=devices)
-    times = []
-    for k in (steps, 2 * steps):
+
+    def best_of_three(k):
+        nonlocal state
         short = dataclasses.replace(spec, steps_per_epoch=k)  # the same program, k steps per epoch
-        run = jax.jit(lambda s, short=short: train_epochs(s, member, data, spec=short, num_epochs=1))
+        run = jax.jit(lambda s: train_epochs(s, member, data, spec=short, num_epochs=1))
         state = jax.block_until_ready(run(state))  # compile, warm up
 
         def once():
             nonlocal state
             state = jax.block_until_ready(run(state))
 
-        times.append(common.best_time(once, 3))
+        return common.best_time(once, 3)
+
+    if steps is None:
+        return best_of_three(spec.steps_per_epoch)
+    times = [best_of_three(k) for k in (steps, 2 * steps)]
     per_step = max(times[1] - times[0], 0.0) / steps
     fixed = max(times[0] - steps * per_step, 0.0)
     return fixed + per_step * (n // batch_size)
 
 
-def _steps_for(seeds: int, batch_size: int, quick: bool) -> int:
-    """Steps per timed run: about the same amount of work whatever the population, at most half an epoch."""
+#: Populations up to this many examples x seeds per epoch are timed over whole epochs (a few
+#: seconds each); larger ones over a part of an epoch, scaled.
+WHOLE_EPOCH_WORK = 5_000_000
+
+
+def _steps_for(seeds: int, batch_size: int, quick: bool) -> int | None:
+    """Steps per timed run (``None``: whole epochs); partial runs do about the same work whatever the population."""
+    if not quick and seeds * common.N_TRAIN <= WHOLE_EPOCH_WORK:
+        return None
     work = 1_000_000 if not quick else 50_000  # examples x seeds
     return max(4, min(common.N_TRAIN // batch_size // 2, work // (seeds * batch_size)))
 

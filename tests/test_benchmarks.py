@@ -34,6 +34,17 @@ def test_jaxgd_timing_scales_to_an_epoch():
     assert np.isfinite(t) and t > 0
 
 
+def test_populations_up_to_100_seeds_are_timed_over_whole_epochs():
+    assert train_speed._steps_for(1, 10, quick=False) is None
+    assert train_speed._steps_for(100, 10, quick=False) is None
+    assert train_speed._steps_for(1000, 10, quick=False) == 100  # 1,000,000 examples x seeds, scaled
+    assert train_speed._steps_for(100, 10, quick=True) == 50
+    x, y = common.mnist_shaped(500)
+    data = jax.device_put({"x_train": x, "y_train": y})
+    t = train_speed.jaxgd_seconds_per_epoch(data, seeds=20, order="shared", batch_size=10, steps=None)
+    assert np.isfinite(t) and t > 0
+
+
 def test_a_missing_peer_is_skipped_not_failed(monkeypatch):
     from benchmarks.peers import torch_eager
 

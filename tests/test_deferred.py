@@ -30,7 +30,7 @@ def _train_both_ways(net, config, data, members, k, condition_arrays=(), conditi
     state = jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, state)
     out = []
     for s in (spec, dataclasses.replace(spec, deferred_steps=1)):
-        run = jax.jit(lambda st, s=s: train_epochs(st, member, data, spec=s, num_epochs=2))
+        run = jax.jit(lambda st, s=s: train_epochs(st, member, data, spec=s, num_epochs=1))
         out.append(run(state))
     return out
 
@@ -41,20 +41,20 @@ def _max_diff(a, b):
 
 @pytest.mark.parametrize("sizes, activation, output, cost, batch, schedule", [
     ((64, 16, 16, 10), "sigmoid", "sigmoid", "quadratic", 10, None),       # the lesson's network
-    ((64, 8, 10), "relu", "softmax", "cross_entropy", 7, "cosine"),        # 285 steps: a short last block
+    ((64, 8, 10), "relu", "softmax", "cross_entropy", 7, "cosine"),        # 142 steps: a short last block
     ((64, 10), "tanh", "sigmoid", "quadratic", 10, "exponential"),          # one layer: u is the logits
 ])
 def test_deferred_blocks_equal_step_by_step_sgd_in_float64(x64, sizes, activation, output, cost, batch, schedule):
     rng = np.random.default_rng(0)
-    data = {"x_train": jnp.asarray(rng.random((2000, 64))), "y_train": jnp.asarray(rng.integers(0, 10, 2000))}
+    data = {"x_train": jnp.asarray(rng.random((1000, 64))), "y_train": jnp.asarray(rng.integers(0, 10, 1000))}
     net = MLP(sizes, activation=activation, output=output)
-    config = TrainConfig(batch_size=batch, epochs=2, data_order="shared", learning_rate=0.5, cost=cost,
+    config = TrainConfig(batch_size=batch, epochs=1, data_order="shared", learning_rate=0.5, cost=cost,
                          schedule=schedule)
     members = 20
     k = BLOCK_EXAMPLES // batch
     deferred, stepwise = _train_both_ways(net, config, data, members, k,
                                           learning_rates=np.linspace(0.1, 1.0, members))
-    assert int(deferred.step[0]) == int(stepwise.step[0]) == 2 * (2000 // batch)
+    assert int(deferred.step[0]) == int(stepwise.step[0]) == 1000 // batch
     moved = _max_diff(stepwise.params, init_state(jax.random.split(jax.random.key(3), members), net, config,
                                                   population=True).params)
     assert moved > 1e-2  # the networks did train
@@ -64,11 +64,11 @@ def test_deferred_blocks_equal_step_by_step_sgd_in_float64(x64, sizes, activatio
 def test_deferred_blocks_with_a_label_condition_per_member(x64):
     """Memorization's shape: every member sees the same inputs but its own labels."""
     rng = np.random.default_rng(1)
-    x = rng.random((1000, 64))
-    labels = np.stack([rng.integers(0, 10, 1000), rng.permutation(np.repeat(np.arange(10), 100))])
+    x = rng.random((500, 64))
+    labels = np.stack([rng.integers(0, 10, 500), rng.permutation(np.repeat(np.arange(10), 50))])
     data = {"x_train": jnp.asarray(x), "y_train": jnp.asarray(labels)}
     net = MLP((64, 16, 10))
-    config = TrainConfig(batch_size=10, epochs=2, data_order="shared", learning_rate=1.0)
+    config = TrainConfig(batch_size=10, epochs=1, data_order="shared", learning_rate=1.0)
     members = 12
     cond = Conditions(arrays={"y_train": labels}, index=np.arange(members) % 2)
     deferred, stepwise = _train_both_ways(net, config, data, members, 10, condition_arrays=("y_train",),
