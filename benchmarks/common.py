@@ -25,13 +25,21 @@ def epoch_flops(seeds: int, n: int = N_TRAIN, sizes=SIZES) -> float:
     return 6.0 * num_weights(sizes) * n * seeds
 
 
-def best_time(fn, repeats: int = 3) -> float:
-    """The fastest of ``repeats`` calls of ``fn()`` (which must block until its work is done)."""
-    best = float("inf")
-    for _ in range(repeats):
+#: Each timing keeps calling its function until it has spent this long (and made its minimum number
+#: of calls): a short program timed only three times can be caught by one noisy moment of a shared machine.
+MIN_SECONDS = 2.0
+
+
+def best_time(fn, repeats: int = 3, min_seconds: float | None = None, max_calls: int = 50) -> float:
+    """The fastest call of ``fn()`` (which must block until its work is done): at least ``repeats``
+    calls, more until ``min_seconds`` (default :data:`MIN_SECONDS`) have been spent, at most ``max_calls``."""
+    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < repeats or (spent < min_seconds and calls < max_calls):
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
+        elapsed = time.perf_counter() - t
+        best, spent, calls = min(best, elapsed), spent + elapsed, calls + 1
     return best
 
 

@@ -1,5 +1,6 @@
 """The benchmark's contenders train the same network with the same math; its report is well formed."""
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,28 @@ import pytest
 import jaxgd
 from benchmarks import common, train_speed
 from benchmarks.peers import numpy_textbook
+
+
+@pytest.fixture(autouse=True)
+def _no_minimum_timing(monkeypatch):
+    """The smoke tests here time tiny programs; they need not spend benchmark-length seconds on them."""
+    monkeypatch.setattr(common, "MIN_SECONDS", 0.0)
+
+
+def test_best_time_keeps_timing_until_its_minimum_is_spent():
+    calls = []
+
+    def fn():
+        calls.append(None)
+        time.sleep(0.01)
+
+    assert common.best_time(fn, repeats=3, min_seconds=0.0) >= 0.01 and len(calls) == 3
+    calls.clear()
+    common.best_time(fn, repeats=3, min_seconds=0.2)
+    assert 4 <= len(calls) <= 20  # calls of at least 0.01 s until 0.2 s are spent
+    calls.clear()
+    common.best_time(fn, repeats=1, min_seconds=10.0, max_calls=5)
+    assert len(calls) == 5
 
 
 def test_numpy_textbook_peer_computes_the_lessons_gradient():
