@@ -145,7 +145,7 @@ def train_steps(params, opt_state, step, member, idx, data, *, spec: Spec):
         xb, yb = rows(data, spec, member["condition"], "train", full if spec.full_batch else batch_idx)
         g = grad(params, xb, yb)
         d, opt_state = tx.update(g, opt_state, params)
-        eta = step_size(spec.schedule, member["lr"], step, spec.total_steps, spec.steps_per_epoch)
+        eta = _eta(member["lr"], step, spec=spec)
         params = jax.tree.map(lambda p, u: p - eta.astype(p.dtype) * u, params, d)
         return (params, opt_state, step + 1), None
 
@@ -177,6 +177,7 @@ def _deferred_steps(params, opt_state, step, member, idx, data, *, spec: Spec):
 
 
 def _eta(lr, step, *, spec: Spec):
+    """One network's learning rate at optimizer step ``step`` (base rate ``lr``, the run's schedule)."""
     return step_size(spec.schedule, lr, step, spec.total_steps, spec.steps_per_epoch)
 
 
