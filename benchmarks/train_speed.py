@@ -54,8 +54,8 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
                      shared_order=population and order == "shared")
     key = jax.random.split(jax.random.key(0), seeds) if population else jax.random.key(0)
     member = _member_values(None, None, config, seeds if population else None)
-    state, member, data, _ = place(init_state(key, net, config, population=population), member, data,
-                                   spec=spec, devices=devices)
+    state, member, data, spec = place(init_state(key, net, config, population=population), member, data,
+                                      spec=spec, devices=devices)
 
     def best_of_three(k):
         nonlocal state
@@ -118,10 +118,10 @@ def memory_probe(seeds: int, order: str) -> dict:
     net = jaxgd.MLP(common.SIZES)
     config = jaxgd.TrainConfig(batch_size=10, epochs=1, data_order=order)
     full = Spec.make(net, config, common.N_TRAIN, population=True, members=seeds, shared_order=order == "shared")
-    short = dataclasses.replace(full, steps_per_epoch=20)
-    state, member, data, devices = place(init_state(jax.random.split(jax.random.key(0), seeds), net, config,
-                                                    population=True),
-                                         _member_values(None, None, config, seeds), data, spec=full)
+    state, member, data, full = place(init_state(jax.random.split(jax.random.key(0), seeds), net, config,
+                                                 population=True),
+                                      _member_values(None, None, config, seeds), data, spec=full)
+    short, devices = dataclasses.replace(full, steps_per_epoch=20), full.member_shards
     temp = {}
     for name, spec in (("short", short), ("full", full)):
         compiled = _compiled_chunk.lower(state, member, data, spec=spec, num_epochs=1).compile()

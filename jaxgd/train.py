@@ -31,6 +31,7 @@ from jaxgd.dense import dense
 from jaxgd.data.dataset import Dataset
 from jaxgd.mlp import MLP, Params
 from jaxgd.optim import direction, step_size
+from jaxgd.permutation import permutation
 
 
 def to_compute_layout(params: Params) -> Params:
@@ -76,6 +77,7 @@ class Spec:
     shared_order: bool = False
     condition_arrays: tuple[str, ...] = ()  # data arrays with a leading condition axis
     members: int | None = None  # population size (sizes the evaluation chunks)
+    member_shards: int = 1  # contiguous blocks the member axis is split into, one per device (see place)
     deferred_steps: int = 1  # steps per block of deferred first-layer updates (1: none; see jaxgd.deferred)
 
     @classmethod
@@ -107,8 +109,21 @@ def batch_order(key: jax.Array, spec: Spec, n: int) -> jax.Array:
     """Example indices of one epoch, ``(steps_per_epoch, batch_size)`` int32."""
     if spec.full_batch:
         return jnp.arange(n, dtype=jnp.int32)[None]
-    perm = jax.random.permutation(key, n)
+    perm = permutation(key, n)  # jax.random.permutation's draw, faster on CPUs
     return perm[: spec.steps_per_epoch * spec.batch_size].reshape(spec.steps_per_epoch, spec.batch_size)
+
+
+def member_orders(keys: jax.Array, spec: Spec, n: int) -> jax.Array:
+    """:func:`batch_order` of every member, ``(S, steps_per_epoch, batch_size)``.
+
+    One member's permutation at a time on each device: O(n) sort temporaries per
+    device instead of O(S * n). The loop runs within each of the ``spec.member_shards``
+    contiguous blocks of members (one per device, see :func:`place`); a loop over the
+    whole sharded member axis would make every device draw every member's permutation.
+    """
+    blocks = keys.reshape((spec.member_shards, -1) + keys.shape[1:])
+    idx = jax.vmap(lambda ks: jax.lax.map(lambda k: batch_order(k, spec, n), ks))(blocks)
+    return idx.reshape((-1,) + idx.shape[2:])
 
 
 def gradient_fn(spec: Spec) -> Callable:
@@ -218,8 +233,7 @@ def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num
     def epoch(state: TrainState, _):
         if per_member_order:
             keys = jax.vmap(jax.random.split)(state.data_key)
-            # one member's permutation at a time: O(n) sort temporaries instead of O(S * n)
-            new_key, idx = keys[:, 0], jax.lax.map(lambda k: batch_order(k, spec, n), keys[:, 1])
+            new_key, idx = keys[:, 0], member_orders(keys[:, 1], spec, n)
         else:
             new_key, sub = jax.random.split(state.data_key)
             idx = batch_order(sub, spec, n)
@@ -438,12 +452,14 @@ def fingerprint(key, net: MLP, config: TrainConfig, member: dict, data_fields: d
 
 def place(state: TrainState, member: dict, arrays: dict, *, spec: Spec, devices=None):
     """Puts a run on its devices: a population's member axis spread over ``devices``
-    (default every device; padded to a multiple of their count), the data replicated.
+    (default every device; padded to a multiple of their count) in contiguous blocks,
+    the data replicated.
 
-    Returns ``(state, member, arrays, num_devices)``.
+    Returns ``(state, member, arrays, spec)``, the spec's ``member_shards`` set to the
+    number of devices: the compiled program depends on it.
     """
     if not spec.population:
-        return (*jax.device_put((state, member, arrays)), 1)
+        return (*jax.device_put((state, member, arrays)), dataclasses.replace(spec, member_shards=1))
     mesh = sharding.member_mesh(devices)
     members = int(member["lr"].shape[0])
     size = sharding.padded_size(members, mesh)
@@ -452,7 +468,8 @@ def place(state: TrainState, member: dict, arrays: dict, *, spec: Spec, devices=
     per_member, member = sharding.pad_members((per_member, member), members, size)
     per_member, member = sharding.shard_members((per_member, member), mesh)
     data_key = per_member.data_key if not spec.shared_order else sharding.replicate(state.data_key, mesh)
-    return per_member._replace(data_key=data_key), member, sharding.replicate(arrays, mesh), mesh.devices.size
+    return (per_member._replace(data_key=data_key), member, sharding.replicate(arrays, mesh),
+            dataclasses.replace(spec, member_shards=int(mesh.devices.size)))
 
 
 def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices, progress, callback,
@@ -479,7 +496,7 @@ def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices
         if checkpoint_file.exists():
             restored = ckpt.load(checkpoint_file, state, fingerprint=fp)
             state = restored["state"]
-    state, member, arrays, num_devices = place(state, member, arrays, spec=spec, devices=devices)
+    state, member, arrays, spec = place(state, member, arrays, spec=spec, devices=devices)
 
     def unpad(tree):  # without the padding members
         return jax.tree.map(lambda a: a[:members] if population and a.ndim else a, tree)
@@ -539,7 +556,7 @@ def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices
     return FitResult(params=params, history=history, initial=initial, diverged=diverged,
                      diverged_epoch=diverged_epoch, epochs_run=epochs_done, state=state,
                      wall_seconds=time.perf_counter() - start, config=config, num_members=members,
-                     num_devices=num_devices)
+                     num_devices=spec.member_shards)
 
 
 def _stack(rows: list[dict]) -> dict[str, np.ndarray]:

@@ -105,6 +105,7 @@ SHARDED = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     import jaxgd
+    from jaxgd.train import Spec, _member_values, init_state, place, train_epochs
     data = jaxgd.data.subset(jaxgd.data.load("digits"), n_train=300)
     net = jaxgd.MLP((64, 16, 10))
     keys = jax.random.split(jax.random.key(0), 6)  # 6 members on 4 devices: padded to 8
@@ -123,6 +124,13 @@ SHARDED = textwrap.dedent("""
             "max_metric_diff": float(np.max(np.abs(sharded.history["test_cost"] - single.history["test_cost"]))),
             "shape": list(sharded.params[0]["w"].shape),
         }
+        # the compiled epoch of the sharded population: its members need nothing from other devices
+        spec = Spec.make(net, config, data.n_train, population=True, members=6, shared_order=order == "shared")
+        state, member, arrays, spec = place(init_state(keys, net, config, population=True),
+                                           _member_values(None, None, config, 6), data.arrays(), spec=spec)
+        hlo = jax.jit(lambda s: train_epochs(s, member, arrays, spec=spec, num_epochs=1)).lower(state).compile().as_text()
+        out[order]["collectives"] = [op for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute",
+                                                   "reduce-scatter") if op in hlo]
     print(json.dumps(out))
 """)
 
@@ -139,3 +147,4 @@ def test_sharded_population_over_four_devices_equals_the_unsharded_run():
         assert r["num_devices"] == 4 and r["device_set"] == 4 and r["shard_rows"] == [2, 2, 2, 2]
         assert r["shape"] == [6, 64, 16]
         assert r["max_param_diff"] <= 1e-5 and r["max_metric_diff"] <= 1e-5, r
+        assert r["collectives"] == [], r  # e.g. every device drawing every member's data order

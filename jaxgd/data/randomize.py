@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgd.permutation import permutation
+
 
 def _key(key):
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -44,7 +46,7 @@ def random_labels(key: jax.Array, y, num_classes: int) -> np.ndarray:
 def shuffled_pixels(key: jax.Array, *xs) -> tuple[np.ndarray, ...]:
     """One fixed permutation of the features, applied to every image of every array given."""
     d = np.asarray(xs[0]).shape[-1]
-    perm = np.asarray(jax.random.permutation(_key(key), d))
+    perm = np.asarray(permutation(_key(key), d))
     return tuple(np.asarray(x)[:, perm] for x in xs)
 
 
@@ -52,7 +54,7 @@ def random_pixels(key: jax.Array, x) -> np.ndarray:
     """A different random permutation of the features for each image."""
     x = jnp.asarray(x)
     keys = jax.random.split(_key(key), x.shape[0])
-    return np.asarray(jax.vmap(lambda k, row: row[jax.random.permutation(k, row.shape[0])])(keys, x))
+    return np.asarray(jax.vmap(lambda k, row: row[permutation(k, row.shape[0])])(keys, x))
 
 
 def gaussian_inputs(key: jax.Array, reference, *shapes) -> tuple[np.ndarray, ...]:
