@@ -52,7 +52,8 @@ def test_rounds_match_the_collision_analysis():
 
 
 def test_on_cpu_the_permutation_sorts_single_uint32_arrays():
-    hlo = jax.jit(permutation, static_argnums=1).lower(jax.random.key(0), 50_000).compile().as_text()
+    key = jax.device_put(jax.random.key(0), jax.devices("cpu")[0])  # compiled for the CPU whatever the default
+    hlo = jax.jit(permutation, static_argnums=1).lower(key, 50_000).compile().as_text()
     sorts = re.findall(r"= (\S+) sort\(", hlo)
     assert len(sorts) == 4, sorts  # two rounds of two radix passes
     assert all(s.startswith("u32[") for s in sorts), sorts  # not (key, value) pairs with a comparator
