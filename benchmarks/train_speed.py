@@ -4,9 +4,11 @@
     python -m benchmarks.train_speed --quick    # a smoke run
 
 Every contender trains the same sigmoid network with the quadratic cost and plain SGD
-(learning rate 3.0) on the same 50,000 x 784 MNIST-shaped inputs. Each is timed over a
-fixed number of optimizer steps after a warm-up (best of several runs) and scaled to one
-epoch of 50,000 examples, training alone (no evaluation). Speed-ups are ratios from this
+(learning rate 3.0) on the same 50,000 x 784 MNIST-shaped inputs, training alone (no
+evaluation), after a warm-up. The peers are timed over a fixed number of optimizer steps
+and scaled to one epoch of 50,000 examples; jaxgd over whole epochs, or for the largest
+populations over part of one, scaled. Every timing is the fastest of its calls
+(:func:`benchmarks.common.best_time`). Speed-ups are ratios from this
 one run on this one machine. A peer that is not installed (torch) is reported as skipped.
 """
 from __future__ import annotations
@@ -34,11 +36,12 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     """jaxgd's compiled training program (``jaxgd.train.train_epochs``) for one epoch.
 
     A population's members are spread over ``devices`` (default: every device) as
-    :func:`jaxgd.fit` spreads them. With ``steps=None`` whole epochs are timed (best
-    of three). Otherwise the program is timed with ``steps`` and ``2 * steps`` optimizer
-    steps per epoch and scaled: the difference is the cost of ``steps`` steps, the
-    rest the once-per-epoch cost (drawing each member's permutation of the 50,000
-    examples), and one epoch is ``fixed + (50,000 / batch) x per-step``.
+    :func:`jaxgd.fit` spreads them. Every timing is the fastest call
+    (:func:`benchmarks.common.best_time`). With ``steps=None`` whole epochs are timed.
+    Otherwise the program is timed with ``steps`` and ``2 * steps`` optimizer steps per
+    epoch and scaled: the difference is the cost of ``steps`` steps, the rest the
+    once-per-epoch cost (drawing each member's permutation of the 50,000 examples), and
+    one epoch is ``fixed + (50,000 / batch) x per-step``.
     """
     import jax
 
@@ -57,7 +60,7 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     state, member, data, spec = place(init_state(key, net, config, population=population), member, data,
                                       spec=spec, devices=devices)
 
-    def best_of_three(k):
+    def fastest_epoch(k):
         nonlocal state
         short = dataclasses.replace(spec, steps_per_epoch=k)  # the same program, k steps per epoch
         run = jax.jit(lambda s: train_epochs(s, member, data, spec=short, num_epochs=1))
@@ -70,8 +73,8 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
         return common.best_time(once, 3)
 
     if steps is None:
-        return best_of_three(spec.steps_per_epoch)
-    times = [best_of_three(k) for k in (steps, 2 * steps)]
+        return fastest_epoch(spec.steps_per_epoch)
+    times = [fastest_epoch(k) for k in (steps, 2 * steps)]
     per_step = max(times[1] - times[0], 0.0) / steps
     fixed = max(times[0] - steps * per_step, 0.0)
     return fixed + per_step * (n // batch_size)

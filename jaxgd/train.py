@@ -459,7 +459,7 @@ def place(state: TrainState, member: dict, arrays: dict, *, spec: Spec, devices=
     number of devices: the compiled program depends on it.
     """
     if not spec.population:
-        return (*jax.device_put((state, member, arrays)), dataclasses.replace(spec, member_shards=1))
+        return (*jax.device_put((state, member, arrays)), spec)
     mesh = sharding.member_mesh(devices)
     members = int(member["lr"].shape[0])
     size = sharding.padded_size(members, mesh)
