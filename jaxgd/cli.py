@@ -92,7 +92,7 @@ def load_data(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxgd.config import OPTIMIZERS, SCHEDULES, TrainConfig
+    from jaxgd.config import MATMUL_PRECISIONS, OPTIMIZERS, SCHEDULES, TrainConfig
     from jaxgd.costs import COSTS
     from jaxgd.mlp import INITIALISERS
 
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--validation", type=int, default=0, help="hold out N training examples for validation")
     t.add_argument("--gradient", choices=("autodiff", "backprop"), default="autodiff",
                    help="jax.grad or the hand-written backprop")
+    t.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=d.matmul_precision,
+                   help="float32 products everywhere (default), or the platform's faster default (TF32 on GPUs)")
     t.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (refused if the options differ)")
@@ -208,7 +210,7 @@ def train_command(args) -> int:
     config = TrainConfig(cost=args.cost, optimizer=args.optimizer, learning_rate=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs, init=args.init, momentum=args.momentum,
                          schedule=args.schedule, target_accuracy=args.target_accuracy, eval_every=args.eval_every,
-                         gradient=args.gradient)
+                         gradient=args.gradient, matmul_precision=args.matmul_precision)
     config.validate(data.n_train)
     run_config = {"command": "train", "dataset": data.name, "data_dir": args.data_dir, "n_train": data.n_train,
                   "n_test": int(data.x_test.shape[0]), "sizes": list(net.sizes), "activation": net.activation,

@@ -12,6 +12,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine", "linear", "exponential")
 DATA_ORDERS = ("per_seed", "shared")
 GRADIENTS = ("autodiff", "backprop")
+#: ``TrainConfig.matmul_precision`` choices, JAX's names (``jax.default_matmul_precision``).
+MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
 #: Default ``TrainConfig.divergence_factor``.
 DIVERGENCE_FACTOR = 20.0
 
@@ -50,6 +52,13 @@ class TrainConfig:
         learning rate does not always give a non-finite cost: with sigmoid units the weights
         blow up, the units saturate and the cost freezes. A single network stops there; in
         a population the member is flagged in ``FitResult.diverged`` and left out of the statistics.
+      matmul_precision: how float32 matrix products are computed, in JAX's terms
+        (``jax.default_matmul_precision``): ``"float32"`` (default) computes them in
+        float32 on every platform, so that a run on a GPU or TPU follows its CPU run up to
+        rounding; ``"default"`` is the platform's own choice (TF32 on NVIDIA GPUs since
+        Ampere, bfloat16 passes on TPUs: faster, with about 3 significant digits);
+        ``"tensorfloat32"`` and ``"bfloat16"`` ask for those. CPUs compute float32 whatever
+        this says.
     """
 
     cost: str = "quadratic"
@@ -67,6 +76,7 @@ class TrainConfig:
     gradient: str = "autodiff"
     eval_batch_size: int = 4096
     divergence_factor: float | None = DIVERGENCE_FACTOR
+    matmul_precision: str = "float32"
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -97,6 +107,7 @@ class TrainConfig:
         choice("init", tuple(INITIALISERS))
         choice("data_order", DATA_ORDERS)
         choice("gradient", GRADIENTS)
+        choice("matmul_precision", MATMUL_PRECISIONS)
         if self.schedule is not None and not callable(self.schedule):
             choice("schedule", SCHEDULES)
         lr = self.learning_rate

@@ -79,6 +79,7 @@ class Spec:
     members: int | None = None  # population size (sizes the evaluation chunks)
     member_shards: int = 1  # contiguous blocks the member axis is split into, one per device (see place)
     deferred_steps: int = 1  # steps per block of deferred first-layer updates (1: none; see jaxgd.deferred)
+    matmul_precision: str = "float32"  # TrainConfig.matmul_precision, applied as the programs are traced
 
     @classmethod
     def make(cls, net: MLP, config: TrainConfig, n_train: int, **kw) -> "Spec":
@@ -92,7 +93,8 @@ class Spec:
                    schedule=config.schedule,
                    # only decaying schedules need the run's length: keep it out of the compiled program otherwise
                    total_steps=steps * config.epochs if config.schedule in ("cosine", "linear") else 0,
-                   gradient=config.gradient, eval_batch_size=_eval_chunk(net, config, kw.get("members")), **kw)
+                   gradient=config.gradient, eval_batch_size=_eval_chunk(net, config, kw.get("members")),
+                   matmul_precision=config.matmul_precision, **kw)
 
 
 #: Activations (members x examples x width) one evaluation chunk may hold at once: 16 Mi floats, 64 MiB.
@@ -215,7 +217,8 @@ def evaluate_state(state: TrainState, member, data, *, spec: Spec):
     fn = functools.partial(evaluate_params, spec=spec)
     if spec.population:
         fn = jax.vmap(fn, in_axes=(0, 0, None))
-    return fn(state.params, member, data)
+    with jax.default_matmul_precision(spec.matmul_precision):
+        return fn(state.params, member, data)
 
 
 def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num_epochs: int) -> TrainState:
@@ -240,7 +243,8 @@ def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num
         params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx, data)
         return TrainState(params, opt_state, step, new_key), None
 
-    state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)
+    with jax.default_matmul_precision(spec.matmul_precision):  # read as the products are traced
+        state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)
     return state
 
 

@@ -27,6 +27,7 @@ def test_default_train_reproduces_the_lesson_on_digits(tmp_path):
     assert config["sizes"] == [64, 16, 16, 10] and config["activation"] == "sigmoid"
     assert config["train"]["learning_rate"] == 3.0 and config["train"]["batch_size"] == 10
     assert config["train"]["cost"] == "quadratic" and config["train"]["optimizer"] == "sgd"
+    assert config["train"]["matmul_precision"] == config["options"]["matmul_precision"] == "float32"
     assert metrics["test_accuracy"] >= 0.95
     assert len(metrics["history"]["test_accuracy"]) == metrics["epochs"]
     assert {"jax", "jaxlib", "backend", "devices"} <= set(metrics["environment"])
@@ -63,6 +64,7 @@ def test_train_on_an_idx_directory(tmp_path, capsys):
     (["train", "--data-dir", "/no/such/dir"], "/no/such/dir"),
     (["train", "--activation", "swish"], "--activation"),
     (["train", "--cost", "hinge"], "--cost"),
+    (["train", "--matmul-precision", "fp32"], "--matmul-precision"),
     (["train", "--bogus"], "--bogus"),
     (["frobnicate"], "frobnicate"),
 ])

@@ -134,10 +134,35 @@ def test_a_blown_up_learning_rate_is_flagged_not_raised(small_digits):
     ({"cost": "hinge"}, "'hinge'"),
     ({"data_order": "random"}, "'random'"),
     ({"target_accuracy": 1.5}, "target_accuracy"),
+    ({"matmul_precision": "fp32"}, "Unknown matmul_precision 'fp32'; choose one of float32"),
 ])
 def test_bad_configs_fail_before_tracing(small_digits, changes, message):
     with pytest.raises((ValueError, TypeError), match=message):
         fit(jax.random.key(0), NET, small_digits, TrainConfig().replace(**changes))
+
+
+@pytest.mark.parametrize("order", ["per_seed", "shared"])
+def test_matmul_precision_reaches_every_product_of_training_and_evaluation(small_digits, order):
+    """The programs are traced under ``TrainConfig.matmul_precision``: every dot carries it.
+
+    CPUs compute float32 whatever the precision says; on GPUs (TF32) and TPUs (bfloat16
+    passes) JAX's default would otherwise round the products' inputs.
+    """
+    def dots(precision):
+        config = TrainConfig(epochs=1, data_order=order, matmul_precision=precision)
+        keys = jax.random.split(jax.random.key(0), 3)
+        spec = Spec.make(NET, config, small_digits.n_train, population=True, members=3,
+                         shared_order=order == "shared")
+        state = init_state(keys, NET, config, population=True)
+        member = train_module._member_values(None, None, config, 3)
+        text = jax.jit(functools.partial(train_chunk, spec=spec, num_epochs=1)).lower(
+            state, member, small_digits.arrays()).as_text()
+        return [line for line in text.splitlines() if "dot_general" in line]
+
+    highest, default = dots("float32"), dots("default")
+    assert len(highest) >= 6 and len(highest) == len(default)  # forward, backward, evaluation
+    assert all("precision = [HIGHEST, HIGHEST]" in line for line in highest)
+    assert not any("HIGHEST" in line for line in default)
 
 
 def test_data_that_does_not_fit_the_network_is_named(small_digits):
