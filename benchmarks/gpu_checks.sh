@@ -3,8 +3,14 @@
 # matmul precision (a population member against the same network trained alone, in float32 and in the
 # platform's default precision), GPU-relevant tests, the benchmark (torch peers on the same GPU), and
 # run-to-run determinism of `jaxgd train` and a population with and without --deterministic.
-# Logs and JSON go to $OUT.
+# Logs and JSON go to $OUT. Arguments name the parts to run (default: all of them):
+#   precision  a member against its network trained alone, and the cost of float32 products
+#   tests      GPU-relevant tests
+#   bench      python -m benchmarks.train_speed --no-memory
+#   determinism  run-to-run determinism and jaxgd rerun
 set -uo pipefail
+PARTS=${*:-precision tests bench determinism}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 OUT=${OUT:-runs/gpu}
 RUNS=$(mktemp -d)
 mkdir -p "$OUT"
@@ -26,14 +32,26 @@ for p in ("float32", "default"):
         alone = jaxgd.fit(keys[2:] if order == "shared" else keys[2], net, d, c).params
         alone = jax.tree.map(lambda a: a[0], alone) if order == "shared" else alone
         print(f"matmul_precision={p} {order}, 3 epochs: member 2 of 3 vs trained alone: max |param diff| {diff(full, alone):.2e}")'
-timeout 120 python3 -c "$precision"
+cost='from benchmarks import common
+from benchmarks.train_speed import jaxgd_seconds_per_epoch
+x, y = common.mnist_shaped()
+data = {"x_train": x, "y_train": y, "x_test": x[:1000], "y_test": y[:1000]}
+for p in ("float32", "default"):
+    rate = common.matmul_rate(2048, p)["jax"] / 1e9
+    ms = [jaxgd_seconds_per_epoch(data, s, "shared", b, None, matmul_precision=p) / s * 1e3 for s, b in ((1, 10), (100, 100))]
+    print(f"matmul_precision={p}: 2048 x 2048 matmul {rate:,.0f} GFLOP/s; ms per seed-epoch: 1 seed batch 10 {ms[0]:.2f}, 100 shared seeds batch 100 {ms[1]:.3f}")'
+if part precision; then
+    timeout 120 python3 -c "$precision"
+    timeout 150 python3 -c "$cost"
+fi
 
-timeout 240 python3 -m pytest -q -rf --tb=line -p no:cacheprovider tests/test_dense.py tests/test_population.py \
+part tests && timeout 300 python3 -m pytest -q -rf --tb=line -p no:cacheprovider tests/test_dense.py tests/test_population.py \
     tests/test_checkpoint.py tests/test_permutation.py tests/test_deferred.py \
     tests/test_train.py::test_matmul_precision_reaches_every_product_of_training_and_evaluation 2>&1 | tail -12
 
-timeout 300 python3 -m benchmarks.train_speed --no-memory --out "$OUT/train_speed_gpu.json" | tail -40
+part bench && timeout 300 python3 -m benchmarks.train_speed --no-memory --out "$OUT/train_speed_gpu.json" | tail -40
 
+part determinism || exit 0
 same() {  # same RUN_A RUN_B: are params and metrics identical, wall-clock fields aside?
     python3 -c "import sys; from pathlib import Path; from jaxgd.cli import compare_runs; d = compare_runs(Path(sys.argv[1]), Path(sys.argv[2])); print('identical' if not d else 'DIFFER: ' + '; '.join(d[:4]))" "$1" "$2"
 }

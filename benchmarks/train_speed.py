@@ -32,7 +32,7 @@ ONE_DEVICE = "jaxgd, 1 device"
 
 
 def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int | None,
-                            devices=None) -> float:
+                            devices=None, matmul_precision: str = "float32") -> float:
     """jaxgd's compiled training program (``jaxgd.train.train_epochs``) for one epoch.
 
     A population's members are spread over ``devices`` (default: every device) as
@@ -41,7 +41,8 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     Otherwise the program is timed with ``steps`` and ``2 * steps`` optimizer steps per
     epoch and scaled: the difference is the cost of ``steps`` steps, the rest the
     once-per-epoch cost (drawing each member's permutation of the 50,000 examples), and
-    one epoch is ``fixed + (50,000 / batch) x per-step``.
+    one epoch is ``fixed + (50,000 / batch) x per-step``. ``matmul_precision`` is the run's
+    ``TrainConfig.matmul_precision``.
     """
     import jax
 
@@ -51,7 +52,7 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     net = jaxgd.MLP(common.SIZES)
     n = int(data["y_train"].shape[0])
     config = jaxgd.TrainConfig(batch_size=batch_size, epochs=1, data_order=order,
-                               learning_rate=common.LEARNING_RATE)
+                               learning_rate=common.LEARNING_RATE, matmul_precision=matmul_precision)
     population = seeds > 1
     spec = Spec.make(net, config, n, population=population, members=seeds if population else None,
                      shared_order=population and order == "shared")
