@@ -77,7 +77,8 @@ def _fraction(text: str) -> float:
 def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None,
                    help="'digits' (embedded, the default), or a TFDS name: mnist, fashion_mnist, kmnist, cifar10, ...")
-    p.add_argument("--data-dir", default=None,
+    # recorded absolute, so that `jaxgd rerun` and --resume find the data from any working directory
+    p.add_argument("--data-dir", type=lambda v: str(Path(v).expanduser().resolve()), default=None,
                    help="a directory of IDX files (train-images-idx3-ubyte[.gz], ...); with --dataset, the TFDS data dir")
     p.add_argument("--n-train", type=_positive(int), default=None, help="use only the first N training examples")
 

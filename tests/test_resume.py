@@ -97,6 +97,20 @@ def test_rerun_reproduces_a_finished_run_and_names_a_difference(tmp_path):
     assert main(["rerun", str(run), "--out", str(tmp_path / "third")]) == 1
 
 
+def test_rerun_of_a_relative_data_dir_works_from_another_directory(tmp_path, monkeypatch):
+    from jaxgd.cli import main
+    from tests.conftest import write_fake_idx_dir
+
+    write_fake_idx_dir(tmp_path / "idx", n_train=60, n_test=20)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data-dir", "idx", "--hidden", "8", "--epochs", "2", "--quiet", "--out", "run"]) == 0
+    options = json.loads((tmp_path / "run" / "config.json").read_text())["options"]
+    assert options["data_dir"] == str((tmp_path / "idx").resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["rerun", str(tmp_path / "run"), "--out", str(tmp_path / "again")]) == 0
+
+
 def test_resume_with_different_options_is_refused_naming_the_option(tmp_path, capsys):
     from jaxgd.cli import main
 
