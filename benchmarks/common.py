@@ -43,15 +43,18 @@ def best_time(fn, repeats: int = 3, min_seconds: float | None = None, max_calls:
     return best
 
 
-def matmul_rate(n: int = 2048, precision: str = "float32") -> dict:
+def matmul_rate(n: int = 2048, precision: str | None = None) -> dict:
     """Float32 matrix-multiply rate (FLOP/s) of jax.numpy and NumPy on this machine, and the better of the two.
 
-    jax's product is computed at ``precision`` (``jax.default_matmul_precision``; the default is
-    jaxgd's own default, ``TrainConfig.matmul_precision``): on GPUs JAX's ``"default"`` is TF32,
-    several times faster than the float32 products jaxgd trains with. CPUs compute float32 either way.
+    jax's product is computed at ``precision`` (``jax.default_matmul_precision``'s names; default:
+    jaxgd's, ``TrainConfig.matmul_precision``): on GPUs JAX's ``"default"`` is TF32, several times
+    faster than the float32 products jaxgd trains with. CPUs compute float32 either way.
     """
     import jax
 
+    from jaxgd.config import MATMUL_PRECISION
+
+    precision = MATMUL_PRECISION if precision is None else precision
     a = np.random.default_rng(1).random((n, n), dtype=np.float32)
     mm = jax.jit(lambda x: jax.numpy.matmul(x, x, precision=precision))
     ja = jax.device_put(a)

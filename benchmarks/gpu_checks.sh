@@ -20,7 +20,7 @@ nvidia-smi -L
 python3 -c "import jax, jaxlib, optax, torch; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices(), 'torch', torch.__version__, torch.cuda.is_available())"
 
 precision='import jax, numpy as np, jaxgd
-d = jaxgd.data.load("digits", n_train=400)  # the tests small_digits
+d = jaxgd.data.load("digits", n_train=400)  # as the tests small_digits fixture
 net, keys = jaxgd.MLP((64, 16, 10)), jax.random.split(jax.random.key(1), 3)
 diff = lambda a, b: max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 for p in ("float32", "default"):
@@ -70,3 +70,4 @@ print("population of 100 trained twice", sys.argv[1], "identical" if same else "
 python3 -c "$population" "(default flags)"
 XLA_FLAGS="--xla_gpu_deterministic_ops=true" python3 -c "$population" "(--xla_gpu_deterministic_ops=true)"
 python3 -m jaxgd rerun "$RUNS/train--deterministic-a" --out "$RUNS/rerun" | tail -1
+python3 -m jaxgd train --epochs 20 --quiet --lr 1000 --out "$RUNS/lr1000" 2>&1 | tail -2

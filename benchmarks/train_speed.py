@@ -32,7 +32,7 @@ ONE_DEVICE = "jaxgd, 1 device"
 
 
 def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int | None,
-                            devices=None, matmul_precision: str = "float32") -> float:
+                            devices=None, matmul_precision: str | None = None) -> float:
     """jaxgd's compiled training program (``jaxgd.train.train_epochs``) for one epoch.
 
     A population's members are spread over ``devices`` (default: every device) as
@@ -42,7 +42,7 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     epoch and scaled: the difference is the cost of ``steps`` steps, the rest the
     once-per-epoch cost (drawing each member's permutation of the 50,000 examples), and
     one epoch is ``fixed + (50,000 / batch) x per-step``. ``matmul_precision`` is the run's
-    ``TrainConfig.matmul_precision``.
+    ``TrainConfig.matmul_precision`` (default: its default).
     """
     import jax
 
@@ -52,7 +52,9 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     net = jaxgd.MLP(common.SIZES)
     n = int(data["y_train"].shape[0])
     config = jaxgd.TrainConfig(batch_size=batch_size, epochs=1, data_order=order,
-                               learning_rate=common.LEARNING_RATE, matmul_precision=matmul_precision)
+                               learning_rate=common.LEARNING_RATE)
+    if matmul_precision is not None:
+        config = config.replace(matmul_precision=matmul_precision)
     population = seeds > 1
     spec = Spec.make(net, config, n, population=population, members=seeds if population else None,
                      shared_order=population and order == "shared")

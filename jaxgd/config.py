@@ -14,6 +14,8 @@ DATA_ORDERS = ("per_seed", "shared")
 GRADIENTS = ("autodiff", "backprop")
 #: ``TrainConfig.matmul_precision`` choices, JAX's names (``jax.default_matmul_precision``).
 MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
+#: Default ``TrainConfig.matmul_precision``: float32 products on every platform.
+MATMUL_PRECISION = "float32"
 #: Default ``TrainConfig.divergence_factor``.
 DIVERGENCE_FACTOR = 20.0
 
@@ -76,7 +78,7 @@ class TrainConfig:
     gradient: str = "autodiff"
     eval_batch_size: int = 4096
     divergence_factor: float | None = DIVERGENCE_FACTOR
-    matmul_precision: str = "float32"
+    matmul_precision: str = MATMUL_PRECISION
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from jaxgd import sharding
 from jaxgd.backprop import backprop
-from jaxgd.config import TrainConfig
+from jaxgd.config import MATMUL_PRECISION, TrainConfig
 from jaxgd.costs import cost_fn, evaluate_rows
 from jaxgd.deferred import block_steps, sgd_block
 from jaxgd.dense import dense
@@ -79,7 +79,7 @@ class Spec:
     members: int | None = None  # population size (sizes the evaluation chunks)
     member_shards: int = 1  # contiguous blocks the member axis is split into, one per device (see place)
     deferred_steps: int = 1  # steps per block of deferred first-layer updates (1: none; see jaxgd.deferred)
-    matmul_precision: str = "float32"  # TrainConfig.matmul_precision, applied as the programs are traced
+    matmul_precision: str = MATMUL_PRECISION  # TrainConfig.matmul_precision, applied as the programs are traced
 
     @classmethod
     def make(cls, net: MLP, config: TrainConfig, n_train: int, **kw) -> "Spec":
