@@ -84,21 +84,23 @@ def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progr
     ok = ~result.diverged
     final = {m: result.final(m) for m in ("train_cost", "train_accuracy", "test_cost", "test_accuracy")}
 
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    good = np.flatnonzero(ok)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(k_pairs))[-1])
-    barriers_before, barriers_after, max_output_diff = [], [], 0.0
-    for _ in range(min(config.pairs, len(good) // 2)):
-        i, j = rng.choice(good, 2, replace=False)
-        pa, pb = _member(result.params, i), _member(result.params, j)
-        aligned = align(net, pa, pb)
-        barriers_before.append(float(barrier(net, config.cost, pa, pb, x, y, config.interpolation_points)))
-        barriers_after.append(float(barrier(net, config.cost, pa, aligned, x, y, config.interpolation_points)))
-        max_output_diff = max(max_output_diff, float(jnp.max(jnp.abs(net.apply(aligned, x) - net.apply(pb, x)))))
+    # the minima are measured with the products they were trained with (TrainConfig.matmul_precision)
+    with jax.default_matmul_precision(train.matmul_precision):
+        x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+        good = np.flatnonzero(ok)
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(k_pairs))[-1])
+        barriers_before, barriers_after, max_output_diff = [], [], 0.0
+        for _ in range(min(config.pairs, len(good) // 2)):
+            i, j = rng.choice(good, 2, replace=False)
+            pa, pb = _member(result.params, i), _member(result.params, j)
+            aligned = align(net, pa, pb)
+            barriers_before.append(float(barrier(net, config.cost, pa, pb, x, y, config.interpolation_points)))
+            barriers_after.append(float(barrier(net, config.cost, pa, aligned, x, y, config.interpolation_points)))
+            max_output_diff = max(max_output_diff, float(jnp.max(jnp.abs(net.apply(aligned, x) - net.apply(pb, x)))))
 
-    xs, ys = x[: config.sharpness_examples], y[: config.sharpness_examples]
-    sharp = jax.jit(jax.vmap(lambda p: sharpness(net, config.cost, p, xs, ys, iters=config.sharpness_iters,
-                                                 key=k_sharp)))(result.params)
+        xs, ys = x[: config.sharpness_examples], y[: config.sharpness_examples]
+        sharp = jax.jit(jax.vmap(lambda p: sharpness(net, config.cost, p, xs, ys, iters=config.sharpness_iters,
+                                                     key=k_sharp)))(result.params)
     sharp = np.asarray(sharp)
     stats = {m: member_stats(v, result.diverged) for m, v in final.items()}
     return {
