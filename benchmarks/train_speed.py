@@ -56,8 +56,7 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     if matmul_precision is not None:
         config = config.replace(matmul_precision=matmul_precision)
     population = seeds > 1
-    spec = Spec.make(net, config, n, population=population, members=seeds if population else None,
-                     shared_order=population and order == "shared")
+    spec = Spec.make(net, config, n, population=population, members=seeds if population else None)
     key = jax.random.split(jax.random.key(0), seeds) if population else jax.random.key(0)
     member = _member_values(None, None, config, seeds if population else None)
     state, member, data, spec = place(init_state(key, net, config, population=population), member, data,
@@ -123,7 +122,7 @@ def memory_probe(seeds: int, order: str) -> dict:
     del x, y, x_test, y_test
     net = jaxgd.MLP(common.SIZES)
     config = jaxgd.TrainConfig(batch_size=10, epochs=1, data_order=order)
-    full = Spec.make(net, config, common.N_TRAIN, population=True, members=seeds, shared_order=order == "shared")
+    full = Spec.make(net, config, common.N_TRAIN, population=True, members=seeds)
     state, member, data, full = place(init_state(jax.random.split(jax.random.key(0), seeds), net, config,
                                                  population=True),
                                       _member_values(None, None, config, seeds), data, spec=full)

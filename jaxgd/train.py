@@ -85,7 +85,9 @@ class Spec:
     def make(cls, net: MLP, config: TrainConfig, n_train: int, **kw) -> "Spec":
         batch = n_train if config.batch_size is None else config.batch_size
         steps = 1 if config.batch_size is None else n_train // batch
-        exact = (kw.get("shared_order") and config.optimizer == "sgd" and config.gradient == "autodiff"
+        # a population shares its order when the config says so (tests may force it either way)
+        kw.setdefault("shared_order", bool(kw.get("population")) and config.data_order == "shared")
+        exact = (kw["shared_order"] and config.optimizer == "sgd" and config.gradient == "autodiff"
                  and config.batch_size is not None and "x_train" not in kw.get("condition_arrays", ()))
         kw.setdefault("deferred_steps", block_steps(batch, kw.get("members"), net.sizes[1]) if exact else 1)
         return cls(net=net, cost=config.cost, optimizer=config.optimizer, momentum=float(config.momentum),
@@ -484,7 +486,6 @@ def _fit(key, *, member, conditions, checkpoint_file, net, data, config, devices
     population = key.ndim == 1
     members = int(key.shape[0]) if population else None
     spec = Spec.make(net, config, data.n_train, population=population, members=members,
-                     shared_order=population and config.data_order == "shared",
                      condition_arrays=tuple(sorted(conditions.arrays)) if conditions is not None else ())
     arrays = data.arrays()
     if data.x_val is not None:

@@ -125,7 +125,7 @@ SHARDED = textwrap.dedent("""
             "shape": list(sharded.params[0]["w"].shape),
         }
         # the compiled epoch of the sharded population: its members need nothing from other devices
-        spec = Spec.make(net, config, data.n_train, population=True, members=6, shared_order=order == "shared")
+        spec = Spec.make(net, config, data.n_train, population=True, members=6)
         state, member, arrays, spec = place(init_state(keys, net, config, population=True),
                                            _member_values(None, None, config, 6), data.arrays(), spec=spec)
         hlo = jax.jit(lambda s: train_epochs(s, member, arrays, spec=spec, num_epochs=1)).lower(state).compile().as_text()

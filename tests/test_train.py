@@ -151,8 +151,7 @@ def test_matmul_precision_reaches_every_product_of_training_and_evaluation(small
     def dots(precision):
         config = TrainConfig(epochs=1, data_order=order, matmul_precision=precision)
         keys = jax.random.split(jax.random.key(0), 3)
-        spec = Spec.make(NET, config, small_digits.n_train, population=True, members=3,
-                         shared_order=order == "shared")
+        spec = Spec.make(NET, config, small_digits.n_train, population=True, members=3)
         state = init_state(keys, NET, config, population=True)
         member = train_module._member_values(None, None, config, 3)
         text = jax.jit(functools.partial(train_chunk, spec=spec, num_epochs=1)).lower(
