@@ -43,6 +43,35 @@ def best_time(fn, repeats: int = 3, min_seconds: float | None = None, max_calls:
     return best
 
 
+#: Rounds over which :func:`interleaved_best_times` spreads each program's calls.
+ROUNDS = 3
+
+
+def interleaved_best_times(calls, rounds: int | None = None, min_seconds: float | None = None,
+                           progress=None) -> list[float]:
+    """The fastest call of each of ``calls`` (functions that block until their work is done), timed in turns.
+
+    Each of ``rounds`` rounds (default :data:`ROUNDS`) times every function once in turn with
+    :func:`best_time` (at least one call, more until ``min_seconds / rounds`` have been spent; default
+    :data:`MIN_SECONDS`), so that every function gets at least ``rounds`` calls and ``min_seconds`` of
+    timing, as :func:`best_time` would give it, but spread over the whole measurement: a noisy minute of
+    a shared machine then slows one call of every function instead of all the calls of the one that
+    happened to be timed then, and a ratio of two functions' times does not depend on which came first.
+    ``progress(round)`` is called before each round.
+    """
+    rounds = ROUNDS if rounds is None else rounds
+    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}.")
+    best = [float("inf")] * len(calls)
+    for r in range(rounds):
+        if progress is not None:
+            progress(r)
+        for i, fn in enumerate(calls):
+            best[i] = min(best[i], best_time(fn, 1, min_seconds / rounds))
+    return best
+
+
 def matmul_rate(n: int = 2048, precision: str | None = None) -> dict:
     """Float32 matrix-multiply rate (FLOP/s) of jax.numpy and NumPy on this machine, and the better of the two.
 

@@ -8,7 +8,8 @@ Every contender trains the same sigmoid network with the quadratic cost and plai
 evaluation), after a warm-up. The peers are timed over a fixed number of optimizer steps
 and scaled to one epoch of 50,000 examples; jaxgd over whole epochs, or for the largest
 populations over part of one, scaled. Every timing is the fastest of its calls
-(:func:`benchmarks.common.best_time`). Speed-ups are ratios from this
+(:func:`benchmarks.common.best_time`); jaxgd's configurations are timed in turns, in rounds
+(:func:`benchmarks.common.interleaved_best_times`). Speed-ups are ratios from this
 one run on this one machine. A peer that is not installed (torch) is reported as skipped.
 """
 from __future__ import annotations
@@ -31,18 +32,21 @@ from benchmarks import common
 ONE_DEVICE = "jaxgd, 1 device"
 
 
-def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int | None,
-                            devices=None, matmul_precision: str | None = None) -> float:
-    """jaxgd's compiled training program (``jaxgd.train.train_epochs``) for one epoch.
+def jaxgd_timers(data: dict, seeds: int, order: str, batch_size: int, steps: int | None,
+                 devices=None, matmul_precision: str | None = None):
+    """jaxgd's compiled training program (``jaxgd.train.train_epochs``) for one configuration, compiled and
+    warmed up, ready to be timed.
 
     A population's members are spread over ``devices`` (default: every device) as
-    :func:`jaxgd.fit` spreads them. Every timing is the fastest call
-    (:func:`benchmarks.common.best_time`). With ``steps=None`` whole epochs are timed.
-    Otherwise the program is timed with ``steps`` and ``2 * steps`` optimizer steps per
-    epoch and scaled: the difference is the cost of ``steps`` steps, the rest the
-    once-per-epoch cost (drawing each member's permutation of the 50,000 examples), and
-    one epoch is ``fixed + (50,000 / batch) x per-step``. ``matmul_precision`` is the run's
+    :func:`jaxgd.fit` spreads them. With ``steps=None`` the program trains whole epochs.
+    Otherwise there are two programs, with ``steps`` and ``2 * steps`` optimizer steps per
+    epoch: the difference of their times is the cost of ``steps`` steps, the rest the
+    once-per-epoch cost (drawing each member's permutation of the 50,000 examples), and one
+    epoch is ``fixed + (50,000 / batch) x per-step``. ``matmul_precision`` is the run's
     ``TrainConfig.matmul_precision`` (default: its default).
+
+    Returns ``(calls, seconds_per_epoch)``: functions that each run one program once and block
+    until it is done, and the function that turns their fastest times into seconds per epoch.
     """
     import jax
 
@@ -62,24 +66,33 @@ def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int,
     state, member, data, spec = place(init_state(key, net, config, population=population), member, data,
                                       spec=spec, devices=devices)
 
-    def fastest_epoch(k):
-        nonlocal state
+    def program(k):
         short = dataclasses.replace(spec, steps_per_epoch=k)  # the same program, k steps per epoch
         run = jax.jit(lambda s: train_epochs(s, member, data, spec=short, num_epochs=1))
-        state = jax.block_until_ready(run(state))  # compile, warm up
+        current = [jax.block_until_ready(run(state))]  # compile, warm up
 
         def once():
-            nonlocal state
-            state = jax.block_until_ready(run(state))
+            current[0] = jax.block_until_ready(run(current[0]))
 
-        return common.best_time(once, 3)
+        return once
 
     if steps is None:
-        return fastest_epoch(spec.steps_per_epoch)
-    times = [fastest_epoch(k) for k in (steps, 2 * steps)]
-    per_step = max(times[1] - times[0], 0.0) / steps
-    fixed = max(times[0] - steps * per_step, 0.0)
-    return fixed + per_step * (n // batch_size)
+        return [program(spec.steps_per_epoch)], lambda times: times[0]
+
+    def seconds_per_epoch(times):
+        per_step = max(times[1] - times[0], 0.0) / steps
+        fixed = max(times[0] - steps * per_step, 0.0)
+        return fixed + per_step * (n // batch_size)
+
+    return [program(steps), program(2 * steps)], seconds_per_epoch
+
+
+def jaxgd_seconds_per_epoch(data: dict, seeds: int, order: str, batch_size: int, steps: int | None,
+                            devices=None, matmul_precision: str | None = None) -> float:
+    """Seconds per epoch of one configuration timed alone (see :func:`jaxgd_timers` for the arguments);
+    every timing the fastest call (:func:`benchmarks.common.best_time`)."""
+    calls, seconds_per_epoch = jaxgd_timers(data, seeds, order, batch_size, steps, devices, matmul_precision)
+    return seconds_per_epoch([common.best_time(once, 3) for once in calls])
 
 
 #: Populations up to this many examples x seeds per epoch are timed over whole epochs (a few
@@ -192,14 +205,32 @@ def run(quick: bool = False, memory: bool = True) -> dict:
     if not quick:
         configs.append((1000, "shared", 100))
     devices = jax.devices()
-    print(f"jaxgd (populations over {len(devices)} {devices[0].platform} device(s)) ...", flush=True)
-    for seeds, order, batch in configs:
-        t = jaxgd_seconds_per_epoch(data, seeds, order, batch, _steps_for(seeds, batch, quick))
-        add("jaxgd", seeds, order if seeds > 1 else None, batch, t)
+    timed = [("jaxgd", seeds, order, batch, None) for seeds, order, batch in configs]
     if len(devices) > 1:  # the same populations kept on one device, for comparison
-        for seeds, order in ((100, "shared"), (100, "per_seed")):
-            t = jaxgd_seconds_per_epoch(data, seeds, order, 10, _steps_for(seeds, 10, quick), devices=devices[:1])
-            add(ONE_DEVICE, seeds, order, 10, t)
+        timed += [(ONE_DEVICE, 100, order, 10, devices[:1]) for order in ("shared", "per_seed")]
+    print(f"jaxgd (populations over {len(devices)} {devices[0].platform} device(s)): compiling "
+          f"{len(timed)} configurations ...", flush=True)
+    from jaxgd import sharding
+
+    replicated = {}  # one copy of the data per set of devices, shared by the populations placed there
+
+    def data_for(seeds, on):
+        if seeds == 1:
+            return data
+        key = tuple(devices if on is None else on)
+        if key not in replicated:
+            replicated[key] = sharding.replicate(data, sharding.member_mesh(key))
+        return replicated[key]
+
+    timers = [jaxgd_timers(data_for(seeds, on), seeds, order, batch, _steps_for(seeds, batch, quick), devices=on)
+              for _, seeds, order, batch, on in timed]
+    calls = [once for programs, _ in timers for once in programs]
+    # Every configuration is timed in each of the rounds, so that they share the machine's noisy moments.
+    best = common.interleaved_best_times(
+        calls, progress=lambda r: print(f"  timing round {r + 1} of {common.ROUNDS} ...", flush=True))
+    for (contender, seeds, order, batch, _), (programs, seconds_per_epoch) in zip(timed, timers):
+        times, best = best[:len(programs)], best[len(programs):]
+        add(contender, seeds, order if seeds > 1 else None, batch, seconds_per_epoch(times))
 
     print("peers ...", flush=True)
     steps = 50 if quick else 300

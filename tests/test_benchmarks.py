@@ -34,6 +34,27 @@ def test_best_time_keeps_timing_until_its_minimum_is_spent():
     assert len(calls) == 5
 
 
+def test_interleaved_timing_takes_turns_and_keeps_each_fastest_call():
+    log = []
+
+    def timed(name, seconds):
+        def fn():
+            log.append(name)
+            time.sleep(seconds.pop(0) if seconds else 0.01)
+        return fn
+
+    a, b = timed("a", [0.05, 0.01, 0.03]), timed("b", [0.02, 0.04, 0.06])
+    best = common.interleaved_best_times([a, b], rounds=3, min_seconds=0.0)
+    assert log == ["a", "b"] * 3  # one call of each per round, in turn
+    assert 0.01 <= best[0] < 0.02 <= best[1] < 0.03  # the fastest call of each: a's second, b's first
+    log.clear()
+    common.interleaved_best_times([timed("a", []), timed("b", [])], rounds=2, min_seconds=0.1)
+    turns = [name for i, name in enumerate(log) if i == 0 or log[i - 1] != name]
+    assert turns == ["a", "b", "a", "b"] and len(log) >= 8  # several calls per turn until 0.05 s are spent
+    with pytest.raises(ValueError, match="rounds must be at least 1, got 0"):
+        common.interleaved_best_times([a], rounds=0)
+
+
 def test_numpy_textbook_peer_computes_the_lessons_gradient():
     rng = np.random.default_rng(0)
     net = numpy_textbook.Network(common.SIZES, rng)
