@@ -43,10 +43,11 @@ def test_interleaved_timing_takes_turns_and_keeps_each_fastest_call():
             time.sleep(seconds.pop(0) if seconds else 0.01)
         return fn
 
-    a, b = timed("a", [0.05, 0.01, 0.03]), timed("b", [0.02, 0.04, 0.06])
+    # gaps of 30 ms between the sleeps, so that a busy machine's late wake-ups do not reorder them
+    a, b = timed("a", [0.15, 0.03, 0.09]), timed("b", [0.06, 0.12, 0.18])
     best = common.interleaved_best_times([a, b], rounds=3, min_seconds=0.0)
     assert log == ["a", "b"] * 3  # one call of each per round, in turn
-    assert 0.01 <= best[0] < 0.02 <= best[1] < 0.03  # the fastest call of each: a's second, b's first
+    assert 0.03 <= best[0] < 0.06 <= best[1] < 0.09  # the fastest call of each: a's second, b's first
     log.clear()
     common.interleaved_best_times([timed("a", []), timed("b", [])], rounds=2, min_seconds=0.1)
     turns = [name for i, name in enumerate(log) if i == 0 or log[i - 1] != name]
