@@ -27,8 +27,12 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/jaxgd train --out runs/demo
 
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist), a test file per worker so that the
+# experiment fixtures shared by a file's tests run once; PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= 2
+
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PIP) install --quiet -c $(CONSTRAINTS) 'torch==2.13.0' || echo "torch not installed: its peers will be skipped"
