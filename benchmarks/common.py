@@ -8,6 +8,9 @@ import numpy as np
 SIZES = (784, 16, 16, 10)
 N_TRAIN = 50_000
 LEARNING_RATE = 3.0
+#: The CNN benchmarked: jaxgd.models.CNN's default for 28x28 images (and the torch peers' copy of it).
+CNN_CHANNELS = (16, 32)
+CNN_LEARNING_RATE = 0.05
 
 
 def mnist_shaped(n: int = N_TRAIN, seed: int = 0):
@@ -20,9 +23,20 @@ def num_weights(sizes=SIZES) -> int:
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def epoch_flops(seeds: int, n: int = N_TRAIN, sizes=SIZES) -> float:
-    """6 x weights x examples per seed-epoch (2 forward, 4 backward), times the seeds."""
-    return 6.0 * num_weights(sizes) * n * seeds
+def cnn_macs(channels=CNN_CHANNELS, side: int = 28, kernel: int = 3, classes: int = 10) -> int:
+    """Multiply-adds of one example's forward pass through the benchmarked CNN (convolutions at full
+    resolution, each followed by 2x2 pooling, then the dense layer)."""
+    macs, c_in = 0, 1
+    for c in channels:
+        macs += side * side * kernel * kernel * c_in * c
+        side, c_in = side // 2, c
+    return macs + side * side * c_in * classes
+
+
+def epoch_flops(seeds: int, n: int = N_TRAIN, sizes=SIZES, model: str = "mlp") -> float:
+    """6 x multiply-adds x examples per seed-epoch (2 forward, 4 backward), times the seeds; an MLP's
+    multiply-adds are its weights."""
+    return 6.0 * (num_weights(sizes) if model == "mlp" else cnn_macs()) * n * seeds
 
 
 #: Each timing keeps calling its function until it has spent this long (and made its minimum number

@@ -11,27 +11,29 @@ TRAINING_FIELDS = ("activation", "cost", "optimizer", "learning_rate", "batch_si
 
 def parser(prog: str, description: str, presets: dict, default_out: str):
     """A parser with ``--preset``, the data options and the training options every study shares."""
-    from jaxgd.cli import _Parser, _positive, add_data_options
+    from jaxgd.cli import Parser, positive, add_data_options
 
-    p = _Parser(prog=prog, description=description)
+    p = Parser(prog=prog, description=description)
     p.add_argument("--preset", choices=tuple(presets), default=next(iter(presets)))
     add_data_options(p)
     p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"))
     p.add_argument("--cost", choices=("quadratic", "cross_entropy"))
-    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
-    p.add_argument("--lr", type=_positive(float), dest="learning_rate")
-    p.add_argument("--batch-size", type=_positive(int), dest="batch_size")
-    p.add_argument("--epochs", type=_positive(int))
-    p.add_argument("--seeds", type=_positive(int))
+    from jaxgd.config import OPTIMIZERS
+
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=positive(float), dest="learning_rate")
+    p.add_argument("--batch-size", type=positive(int), dest="batch_size")
+    p.add_argument("--epochs", type=positive(int))
+    p.add_argument("--seeds", type=positive(int))
     p.add_argument("--seed", type=int)
-    p.add_argument("--max-members", type=_positive(int), dest="max_members",
+    p.add_argument("--max-members", type=positive(int), dest="max_members",
                    help="train at most this many networks per program")
     p.add_argument("--out", default=None, help=f"output directory (default {default_out.format(preset='<preset>')})")
     p.add_argument("--resume", action="store_true",
                    help="continue the study in --out from its checkpoints: finished conditions are not trained again")
-    p.add_argument("--checkpoint-every", type=_positive(int), default=10, dest="checkpoint_every",
+    p.add_argument("--checkpoint-every", type=positive(int), default=10, dest="checkpoint_every",
                    help="epochs between checkpoints (default 10)")
-    p.add_argument("--cpu-devices", type=_positive(int), default=None, metavar="N", dest="cpu_devices",
+    p.add_argument("--cpu-devices", type=positive(int), default=None, metavar="N", dest="cpu_devices",
                    help="on a CPU, make N JAX devices and spread the seeds over them (N = cores is fastest; "
                         "default: JAX's one CPU device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

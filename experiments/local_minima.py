@@ -96,7 +96,7 @@ def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progr
             aligned = align(net, pa, pb)
             barriers_before.append(float(barrier(net, config.cost, pa, pb, x, y, config.interpolation_points)))
             barriers_after.append(float(barrier(net, config.cost, pa, aligned, x, y, config.interpolation_points)))
-            max_output_diff = max(max_output_diff, float(jnp.max(jnp.abs(net.apply(aligned, x) - net.apply(pb, x)))))
+            max_output_diff = max(max_output_diff, float(jnp.max(jnp.abs(net.predict(aligned, x) - net.predict(pb, x)))))
 
         xs, ys = x[: config.sharpness_examples], y[: config.sharpness_examples]
         sharp = jax.jit(jax.vmap(lambda p: sharpness(net, config.cost, p, xs, ys, iters=config.sharpness_iters,
@@ -236,13 +236,13 @@ def format_table(results: dict) -> str:
 
 def parse_args(argv=None):
     from experiments import common
-    from jaxgd.cli import _int_list, _positive
+    from jaxgd.cli import int_list, positive
 
     p = common.parser("local_minima.py", __doc__.splitlines()[0], PRESETS, "runs/local_minima-{preset}")
-    p.add_argument("--widths", type=_int_list)
-    p.add_argument("--depth", type=_positive(int))
+    p.add_argument("--widths", type=int_list)
+    p.add_argument("--depth", type=positive(int))
     p.add_argument("--modes", type=lambda t: tuple(t.split(",")), help="init_and_order,init_only")
-    p.add_argument("--pairs", type=_positive(int))
+    p.add_argument("--pairs", type=positive(int))
     return p.parse_args(argv)
 
 

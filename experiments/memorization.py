@@ -145,7 +145,8 @@ def run(config: MemorizationConfig, *, progress: bool = False, checkpoint=None, 
     output = "softmax" if config.cost == "cross_entropy" else "sigmoid"
     net = jaxgd.MLP((data.input_dim, *config.hidden, data.num_classes), activation=config.activation, output=output)
     train_config = jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
-                                     momentum=config.momentum, batch_size=config.batch_size, epochs=config.epochs,
+                                     momentum=config.momentum if config.optimizer in ("momentum", "nesterov") else None,
+                                     batch_size=config.batch_size, epochs=config.epochs,
                                      init=config.init, target_accuracy=config.fit_threshold,
                                      data_order=config.data_order)
     result = jaxgd.fit(keys, net, data, train_config, conditions=Conditions(arrays, index),
@@ -253,10 +254,10 @@ def format_table(results: dict) -> str:
 
 def parse_args(argv=None):
     from experiments import common
-    from jaxgd.cli import _int_list
+    from jaxgd.cli import int_list
 
     p = common.parser("memorization.py", __doc__.splitlines()[0], PRESETS, "runs/memorization-{preset}")
-    p.add_argument("--hidden", type=_int_list)
+    p.add_argument("--hidden", type=int_list)
     p.add_argument("--corruptions", type=lambda t: tuple(float(v) for v in t.split(",")))
     return p.parse_args(argv)
 

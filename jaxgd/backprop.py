@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgd.activations import ACTIVATIONS, output_activation
-from jaxgd.costs import check_cost
+from jaxgd.costs import COSTS
 from jaxgd.mlp import MLP, Params
 
 
@@ -56,6 +56,19 @@ def output_error(net: MLP, cost: str, z_out: jax.Array, a_out: jax.Array, y: jax
     return grad_a * ACTIVATIONS[net.output].derivative(z_out)
 
 
+def check_backprop(net, cost) -> None:
+    """Raises ``ValueError`` with a sentence when the hand-written backprop cannot compute this gradient."""
+    if not isinstance(net, MLP):
+        raise ValueError(f"The hand-written backprop is written for jaxgd.MLP's layers; {type(net).__name__} "
+                         "trains with gradient='autodiff'.")
+    if callable(cost) or cost not in COSTS:
+        raise ValueError(f"The hand-written backprop knows the {' and '.join(COSTS)} costs, not {cost!r}; "
+                         "use gradient='autodiff'.")
+    if ACTIVATIONS[net.activation].derivative is None:
+        raise ValueError(f"The activation {net.activation!r} was registered without its derivative, which the "
+                         "hand-written backprop needs (jaxgd.register_activation(name, fn, derivative)).")
+
+
 def backprop(net: MLP, cost: str, params: Params, x: jax.Array, y: jax.Array) -> Params:
     """Gradient of ``cost_fn(net, cost)`` at ``params`` on the batch ``(x, y)``, by hand.
 
@@ -69,9 +82,9 @@ def backprop(net: MLP, cost: str, params: Params, x: jax.Array, y: jax.Array) ->
     Returns:
       A pytree with the structure of ``params``: ``dC/dW_l`` and ``dC/db_l``.
     """
-    check_cost(cost)
+    check_backprop(net, cost)
     act_prime = ACTIVATIONS[net.activation].derivative
-    zs, activations = forward_cache(net, params, x)
+    zs, activations = forward_cache(net, params, x.reshape(x.shape[0], -1))
     delta = output_error(net, cost, zs[-1], activations[-1], y)
     grads = [None] * len(params)
     for l in reversed(range(len(params))):

@@ -15,7 +15,6 @@ fingerprint differs from the run being resumed (naming the first field that diff
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxgd.fingerprint import digest  # noqa: F401  (re-exported)
 from jaxgd.results import atomic_write_bytes, to_jsonable
 
 FORMAT = 1
@@ -34,16 +34,6 @@ _META = "__meta__"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: damaged, from another version, or from another configuration."""
-
-
-def digest(*arrays) -> str:
-    """A short content hash of arrays (shape, dtype and bytes): tells data apart without storing it."""
-    h = hashlib.blake2b(digest_size=12)
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.shape}{a.dtype.str}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def _leaf_names(tree) -> list[str]:

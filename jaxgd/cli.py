@@ -28,12 +28,23 @@ class UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) or \
+                action.default == () or action.option_strings == ["-h", "--help"]:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse would print the whole usage)
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p for p in parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive widths like 16,16, got {text!r}")
@@ -46,7 +57,7 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _positive(kind):
+def positive(kind):
     def parse(text: str):
         try:
             value = kind(text)
@@ -58,13 +69,13 @@ def _positive(kind):
     return parse
 
 
-def _batch_size(text: str):
+def batch_size_option(text: str):
     if text.lower() == "full":
         return None
-    return _positive(int)(text)
+    return positive(int)(text)
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -80,7 +91,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     # recorded absolute, so that `jaxgd rerun` and --resume find the data from any working directory
     p.add_argument("--data-dir", type=lambda v: str(Path(v).expanduser().resolve()), default=None,
                    help="a directory of IDX files (train-images-idx3-ubyte[.gz], ...); with --dataset, the TFDS data dir")
-    p.add_argument("--n-train", type=_positive(int), default=None, help="use only the first N training examples")
+    p.add_argument("--n-train", type=positive(int), default=None, help="use only the first N training examples")
 
 
 def load_data(args):
@@ -92,54 +103,111 @@ def load_data(args):
     return data.load(name, data_dir=args.data_dir, n_train=args.n_train, validation=getattr(args, "validation", 0))
 
 
+#: What ``--model`` brings when an option is not given: the lesson's network, and a CNN setup that reaches
+#: 98% on the 8x8 digits and 99% on MNIST (cross-entropy, ReLU, He initialisation, momentum SGD).
+MODEL_DEFAULTS = {
+    "mlp": {"hidden": (16, 16), "channels": None, "activation": "sigmoid", "cost": "quadratic", "optimizer": "sgd",
+            "lr": 3.0, "batch_size": 10, "epochs": 50},
+    "cnn": {"hidden": None, "channels": (16, 32), "activation": "relu", "cost": "cross_entropy",
+            "optimizer": "momentum", "lr": 0.05, "batch_size": 32, "epochs": 20},
+}
+
+
+def _model_default(option: str) -> str:
+    shown = {m: d[option] for m, d in MODEL_DEFAULTS.items() if d[option] is not None}
+    fmt = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
+    return "; ".join(f"{m}: {fmt(v)}" for m, v in shown.items())
+
+
+def _metric_names(text: str) -> tuple[str, ...]:
+    from jaxgd.metrics import NAMED
+
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [n for n in names if n not in NAMED]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected metric names from {', '.join(NAMED)}, got {text!r}")
+    return names
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from jaxgd.config import MATMUL_PRECISIONS, OPTIMIZERS, SCHEDULES, TrainConfig
+    from jaxgd.activations import hidden_activations
+    from jaxgd.config import MATMUL_PRECISIONS, OPTIMIZERS, TrainConfig
     from jaxgd.costs import COSTS
     from jaxgd.mlp import INITIALISERS
+    from jaxgd.optim import SCHEDULES
 
     d = TrainConfig()
-    parser = _Parser(prog="jaxgd", description="How neural networks learn by gradient descent, in JAX.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = Parser(prog="jaxgd", description="How neural networks learn by gradient descent, in JAX.",
+                     formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
-    t = sub.add_parser("train", help="train a network (default: the lesson's, on the embedded digits)")
+    t = sub.add_parser("train", help="train a network (default: the lesson's, on the embedded digits)",
+                       formatter_class=_HelpFormatter)
     add_data_options(t)
-    t.add_argument("--hidden", type=_int_list, default=(16, 16), help="hidden widths, e.g. 16,16 (default)")
-    t.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="sigmoid")
-    t.add_argument("--cost", choices=COSTS, default=d.cost)
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    t.add_argument("--lr", type=_positive(float), default=d.learning_rate, help="learning rate (default 3.0)")
-    t.add_argument("--momentum", type=float, default=d.momentum)
-    t.add_argument("--schedule", choices=SCHEDULES, default=None)
-    t.add_argument("--batch-size", type=_batch_size, default=d.batch_size, help="minibatch size, or 'full'")
-    t.add_argument("--epochs", type=_positive(int), default=d.epochs)
-    t.add_argument("--init", choices=tuple(INITIALISERS), default=d.init)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-every", type=_positive(int), default=1, help="evaluate every N epochs")
-    t.add_argument("--target-accuracy", type=_fraction, default=None, help="stop at this training accuracy")
+    model_dependent = dict(default=argparse.SUPPRESS)  # filled from MODEL_DEFAULTS when not given
+    t.add_argument("--model", choices=tuple(MODEL_DEFAULTS), default="mlp",
+                   help="the lesson's fully connected network, or a small convolutional one")
+    t.add_argument("--hidden", type=int_list, **model_dependent,
+                   help=f"MLP hidden widths ({_model_default('hidden')})")
+    t.add_argument("--channels", type=int_list, **model_dependent,
+                   help=f"CNN channels of each convolution ({_model_default('channels')})")
+    t.add_argument("--activation", choices=hidden_activations(), **model_dependent,
+                   help=f"hidden nonlinearity ({_model_default('activation')})")
+    t.add_argument("--cost", choices=COSTS, **model_dependent, help=f"({_model_default('cost')})")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, **model_dependent, help=f"({_model_default('optimizer')})")
+    t.add_argument("--lr", type=positive(float), **model_dependent,
+                   help=f"base learning rate ({_model_default('lr')}); jaxgd's cost has no 1/2: Nielsen's eta is 2x")
+    t.add_argument("--momentum", type=float, default=None,
+                   help="momentum coefficient of --optimizer momentum/nesterov/rmsprop (default 0.9 for the first two)")
+    t.add_argument("--weight-decay", type=_non_negative, default=None, dest="weight_decay",
+                   help="decoupled weight decay, for any optimizer (default: the optimizer's own, none for SGD)")
+    t.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule (default constant)")
+    t.add_argument("--batch-size", type=batch_size_option, **model_dependent,
+                   help=f"minibatch size, or 'full' ({_model_default('batch_size')})")
+    t.add_argument("--epochs", type=positive(int), **model_dependent, help=f"({_model_default('epochs')})")
+    t.add_argument("--init", choices=tuple(INITIALISERS), default=None,
+                   help="weight initialiser (default: the model's own, normal for the MLP, he for the CNN)")
+    t.add_argument("--seed", type=int, default=0, help="the network's key: its initialisation and data order")
+    t.add_argument("--eval-every", type=positive(int), default=1, help="evaluate every N epochs")
+    t.add_argument("--target-accuracy", type=fraction, default=None, help="stop at this training accuracy")
     t.add_argument("--validation", type=int, default=0, help="hold out N training examples for validation")
     t.add_argument("--gradient", choices=("autodiff", "backprop"), default="autodiff",
-                   help="jax.grad or the hand-written backprop")
+                   help="jax.grad or the MLP's hand-written backprop")
+    t.add_argument("--metrics", type=_metric_names, default=(), help="extra metrics, e.g. grad_norm")
     t.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=d.matmul_precision,
-                   help="float32 products everywhere (default), or the platform's faster default (TF32 on GPUs)")
+                   help="float32 products everywhere (float32), or the platform's faster choice: "
+                        "default (TF32 on GPUs)")
     t.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (refused if the options differ)")
-    t.add_argument("--checkpoint-every", type=_positive(int), default=1, help="epochs between checkpoints (default 1)")
+    t.add_argument("--checkpoint-every", type=positive(int), default=1, help="epochs between checkpoints")
     add_deterministic_option(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    r = sub.add_parser("rerun", help="train again from a finished run's config.json and compare the results")
+    r = sub.add_parser("rerun", help="train again from a finished run's config.json and compare the results",
+                       formatter_class=_HelpFormatter)
     r.add_argument("run_dir", help="a directory written by `jaxgd train`")
     r.add_argument("--out", default=None, help="where the rerun goes (default RUN_DIR-rerun)")
 
-    g = sub.add_parser("gradcheck", help="compare the hand-written backprop with jax.grad, layer by layer")
-    g.add_argument("--sizes", type=_int_list, default=(784, 16, 16, 10), help="all widths, e.g. 784,16,16,10")
+    g = sub.add_parser("gradcheck", help="compare the hand-written backprop with jax.grad, layer by layer",
+                       formatter_class=_HelpFormatter)
+    g.add_argument("--sizes", type=int_list, default=(784, 16, 16, 10), help="all widths, e.g. 784,16,16,10")
     g.add_argument("--activation", choices=("sigmoid", "tanh", "relu"), default="sigmoid")
     g.add_argument("--output", choices=("sigmoid", "softmax", "identity"), default="sigmoid")
     g.add_argument("--cost", choices=COSTS, default="quadratic")
     g.add_argument("--init", choices=tuple(INITIALISERS), default="normal")
-    g.add_argument("--batch", type=_positive(int), default=32)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch", type=positive(int), default=32)
+    g.add_argument("--seed", type=int, default=0, help="key of the random network and batch")
     g.add_argument("--float32", action="store_true", help="compare in float32 instead of float64")
     return parser
 
@@ -191,6 +259,40 @@ def prepare_out(out: Path, recorded: dict, resume: bool, section: str | None = N
     return out
 
 
+def resolve_model_options(args) -> None:
+    """Fills the options not given with ``--model``'s defaults; refuses options that mean nothing for it."""
+    defaults = MODEL_DEFAULTS[args.model]
+    for name in ("hidden", "channels"):
+        if getattr(args, name, None) is not None and defaults[name] is None:
+            other = "channels" if name == "hidden" else "hidden"
+            raise ValueError(f"--{name} has no meaning for --model {args.model} (it takes --{other}).")
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    if args.dataset == "digits" and args.data_dir is not None:
+        raise ValueError("--data-dir has no effect with --dataset digits (the digits are embedded); drop one.")
+
+
+def build_model(args, data):
+    """The model ``--model`` names, sized for ``data``."""
+    from jaxgd.mlp import MLP
+    from jaxgd.models import CNN
+
+    output = "softmax" if args.cost == "cross_entropy" else "sigmoid"
+    if args.model == "cnn":
+        return CNN(data.input_shape, data.num_classes, channels=args.channels, activation=args.activation)
+    return MLP((data.input_dim, *args.hidden, data.num_classes), activation=args.activation, output=output)
+
+
+def model_name(model) -> str:
+    from jaxgd.mlp import MLP
+
+    if isinstance(model, MLP):
+        return "-".join(map(str, model.sizes))
+    channels = getattr(model, "channels", None)
+    return f"cnn {','.join(map(str, channels))}" if channels is not None else type(model).__name__
+
+
 def train_command(args) -> int:
     if args.deterministic:
         use_deterministic_kernels()
@@ -200,51 +302,68 @@ def train_command(args) -> int:
     from jaxgd import plots
     from jaxgd.config import TrainConfig
     from jaxgd.mlp import MLP
+    from jaxgd.models import describe, num_params
     from jaxgd.results import environment, flatten_params, save_npz, write_json
     from jaxgd.train import fit
 
     if args.validation < 0:
         raise ValueError(f"--validation must be non-negative, got {args.validation}.")
+    resolve_model_options(args)
     data = load_data(args)
-    output = "softmax" if args.cost == "cross_entropy" else "sigmoid"
-    net = MLP((data.input_dim, *args.hidden, data.num_classes), activation=args.activation, output=output)
+    model = build_model(args, data)
     config = TrainConfig(cost=args.cost, optimizer=args.optimizer, learning_rate=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs, init=args.init, momentum=args.momentum,
-                         schedule=args.schedule, target_accuracy=args.target_accuracy, eval_every=args.eval_every,
+                         weight_decay=args.weight_decay, schedule=args.schedule,
+                         target_accuracy=args.target_accuracy, eval_every=args.eval_every,
                          gradient=args.gradient, matmul_precision=args.matmul_precision)
     config.validate(data.n_train)
+    if args.gradient == "backprop":
+        from jaxgd.backprop import check_backprop
+
+        check_backprop(model, args.cost)
     run_config = {"command": "train", "dataset": data.name, "data_dir": args.data_dir, "n_train": data.n_train,
-                  "n_test": int(data.x_test.shape[0]), "sizes": list(net.sizes), "activation": net.activation,
-                  "output": net.output, "seed": args.seed, "train": config.to_dict(),
+                  "n_test": int(data.x_test.shape[0]), "input_shape": list(data.input_shape),
+                  "model": describe(model), "seed": args.seed, "train": config.to_dict(),
                   # what `jaxgd rerun` replays: every option that changes the numbers
                   "options": {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_RECORDED}}
+    if isinstance(model, MLP):
+        run_config.update(sizes=list(model.sizes), activation=model.activation, output=model.output)
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out, the directory of the run to continue.")
     out = prepare_out(Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")),
                       run_config, args.resume, section="options")
     write_json(out / "config.json", run_config)
 
-    result = fit(jax.random.key(args.seed), net, data, config, checkpoint=out / "checkpoints",
-                 checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    result = fit(jax.random.key(args.seed), model, data, config, metrics=list(args.metrics) or None,
+                 checkpoint=out / "checkpoints", checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    model = result.model
     h = result.history
     metrics = {
         "train_accuracy": result.final("train_accuracy"), "test_accuracy": result.final("test_accuracy"),
         "train_cost": result.final("train_cost"), "test_cost": result.final("test_cost"),
-        "epochs": result.epochs_run, "wall_seconds": result.wall_seconds, "num_params": net.num_params(),
+        **{name: result.final(name) for name in args.metrics},
+        "epochs": result.epochs_run, "wall_seconds": result.wall_seconds, "num_params": num_params(model),
         "diverged": bool(result.diverged), "diverged_epoch": int(result.diverged_epoch) if result.diverged else None,
         "initial": result.initial, "history": h, "environment": environment(),
     }
     write_json(out / "metrics.json", metrics)
     save_npz(out / "params.npz", flatten_params(result.params))
-    title = f"{data.name}: {'-'.join(map(str, net.sizes))} {net.activation}, {config.cost}, {config.optimizer} lr={config.learning_rate}"
+    title = (f"{data.name}: {model_name(model)} {args.activation}, {config.cost}, {config.optimizer} "
+             f"lr={config.learning_rate}")
     plots.learning_curve(h, result.initial, out / "learning_curve.png", title=title)
-    plots.weights_image(np.asarray(result.params[0]["w"]), data.image_shape, out / "weights.png",
-                        title=f"what each first-layer neuron looks for ({data.name})")
+    if isinstance(model, MLP):
+        plots.weights_image(np.asarray(result.params[0]["w"]), data.input_shape, out / "weights.png",
+                            title=f"what each first-layer neuron looks for ({data.name})")
+    else:  # the first convolution's filters, each drawn as a small image
+        w = np.asarray(result.params["conv"][0]["w"]) if model.channels else None
+        if w is not None:
+            plots.weights_image(w.reshape(-1, w.shape[-1]), w.shape[:-1], out / "weights.png",
+                                title=f"first-layer filters ({data.name})")
     if result.diverged:
         print(f"jaxgd: warning: training diverged at epoch {int(result.diverged_epoch)} (training cost "
               f"{metrics['train_cost']:.4g}, initially {float(result.initial['train_cost']):.4g}); it stopped there. "
               f"Try a smaller --lr than {config.learning_rate}.", file=sys.stderr)
-    print(f"{data.name} {'-'.join(map(str, net.sizes))} {net.activation}/{config.cost} {config.optimizer} "
+    print(f"{data.name} {model_name(model)} {args.activation}/{config.cost} {config.optimizer} "
           f"lr={config.learning_rate} batch={config.batch_size or 'full'}: {result.epochs_run} epochs in "
           f"{result.wall_seconds:.1f} s, train accuracy {metrics['train_accuracy']:.4f}, "
           f"test accuracy {metrics['test_accuracy']:.4f}, test cost {metrics['test_cost']:.4f} -> {out}")
@@ -290,12 +409,14 @@ def rerun_command(args) -> int:
             raise FileNotFoundError(f"{run_dir} has no {name}: the run did not finish (continue it with "
                                     f"`jaxgd train --resume --out {run_dir}` and its options).")
     defaults = vars(build_parser().parse_args(["train"]))
-    unknown = set(options) - set(defaults)
+    unknown = set(options) - set(defaults) - set(MODEL_DEFAULTS["mlp"])
     if unknown:
         raise ValueError(f"{recorded} has options this jaxgd does not know: {', '.join(sorted(unknown))}.")
     args_ = argparse.Namespace(**{**defaults, **options, "out": args.out or f"{run_dir.resolve()}-rerun",
                                   "resume": False, "quiet": True})
-    args_.hidden = tuple(args_.hidden)
+    for name in ("hidden", "channels", "metrics"):
+        if getattr(args_, name, None) is not None:
+            setattr(args_, name, tuple(getattr(args_, name)))
     print(f"jaxgd rerun: replaying {recorded} into {args_.out}")
     train_command(args_)
     diffs = compare_runs(run_dir, Path(args_.out))

@@ -1,10 +1,13 @@
-"""Costs of the lesson and their evaluation metrics, as pure functions.
+"""Costs as pure functions of a model's logits: the lesson's quadratic cost, cross-entropy, or your own.
 
 The quadratic cost is the lesson's: for one example, the sum over the outputs of
 ``(a_j - y_j)**2`` (no factor 1/2), where ``a`` is the network's output activation
 and ``y`` the one-hot desired output; the cost of the network is its average over
-the examples. The cross-entropy cost applies softmax to the logits, whatever
-``net.output`` says (Nielsen, *Neural Networks and Deep Learning*, ch. 3).
+the examples. The output activation is the model's ``output`` (the MLP's sigmoid, as in
+the lesson); a model without one is compared on its logits (``identity``, the "square
+loss" of Hui & Belkin 2021, arXiv 2006.07322). The cross-entropy cost applies softmax
+to the logits, whatever ``output`` says (Nielsen, *Neural Networks and Deep Learning*,
+ch. 3). Any function ``cost(logits, y) -> (batch,)`` per-example costs is a cost too.
 """
 from __future__ import annotations
 
@@ -14,82 +17,72 @@ import jax
 import jax.numpy as jnp
 
 from jaxgd.activations import output_activation
-from jaxgd.mlp import MLP, Params
 
 COSTS = ("quadratic", "cross_entropy")
 
 
-def check_cost(cost: str) -> None:
+def check_cost(cost) -> None:
+    if callable(cost):
+        return
     if cost not in COSTS:
-        raise ValueError(f"Unknown cost {cost!r}; choose one of {', '.join(COSTS)}.")
+        raise ValueError(f"Unknown cost {cost!r}; choose one of {', '.join(COSTS)}, "
+                         "or pass a function cost(logits, y) -> per-example costs.")
 
 
-def per_example_cost(net: MLP, cost: str, logits: jax.Array, y: jax.Array) -> jax.Array:
-    """Cost of each example: ``logits (batch, n_out)``, integer ``y (batch,)`` -> ``(batch,)``."""
+def per_example_cost(cost, logits: jax.Array, y: jax.Array, output: str = "identity") -> jax.Array:
+    """Cost of each example: ``logits (batch, n_out)``, integer ``y (batch,)`` -> ``(batch,)``.
+
+    ``output`` is the model's output activation, which only the quadratic cost reads.
+    """
+    if callable(cost):
+        return cost(logits, y)
     if cost == "quadratic":
-        a = output_activation(net.output, logits)
+        a = output_activation(output, logits)
         target = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
         return jnp.sum((a - target) ** 2, axis=-1)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.take_along_axis(log_p, y[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
-def cost_fn(net: MLP, cost: str = "quadratic",
-            matmul: Callable = jnp.matmul) -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
+def cost_fn(model, cost="quadratic", matmul: Callable | None = None) -> Callable[..., jax.Array]:
     """The cost ``C(params, x, y) -> scalar``, averaged over the batch.
 
     Args:
-      net: the network description.
-      cost: ``"quadratic"`` (the lesson's) or ``"cross_entropy"`` (softmax).
-      matmul: how layers multiply (see :meth:`MLP.logits`); the default is ``a @ w``.
+      model: a model (:mod:`jaxgd.models`).
+      cost: ``"quadratic"`` (the lesson's), ``"cross_entropy"`` (softmax), or a function
+        ``cost(logits, y) -> (batch,)``.
+      matmul: for an :class:`jaxgd.MLP` only, how layers multiply (see :meth:`jaxgd.MLP.logits`).
 
     Returns:
-      A pure function of ``params``, ``x: (batch, n_in)`` and integer labels
+      A pure function of ``params``, ``x: (batch, ...)`` and integer labels
       ``y: (batch,)``, safe to ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
     """
+    from jaxgd.models import output_of
+
     check_cost(cost)
+    output = output_of(model)
+    if matmul is not None:
+        logits = lambda params, x: model.logits(params, x, matmul)  # noqa: E731
+    else:
+        logits = model.apply
 
-    def cost_of(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-        return jnp.mean(per_example_cost(net, cost, net.logits(params, x, matmul), y))
+    def cost_of(params, x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.mean(per_example_cost(cost, logits(params, x), y, output))
 
-    cost_of.__name__ = f"{cost}_cost"
+    cost_of.__name__ = f"{getattr(cost, '__name__', cost)}_cost"
     return cost_of
 
 
-def evaluate(net: MLP, cost: str, params: Params, x: jax.Array, y: jax.Array, chunk: int = 4096):
-    """Mean cost and accuracy over a whole split, in chunks of ``chunk`` examples.
-
-    Chunking bounds memory when many networks are evaluated at once under ``vmap``.
+def evaluate(model, cost, params, x, y, chunk: int = 4096):
+    """Mean cost and accuracy of ``model`` over a whole split, in chunks of ``chunk`` examples.
 
     Returns:
       ``(cost, accuracy)`` as scalars.
     """
-    return evaluate_rows(net, cost, params, lambda i: (x[i], y[i]), x.shape[0], x.dtype, chunk)
+    from jaxgd.metrics import evaluate_split
+    from jaxgd.models import output_of
 
-
-def evaluate_rows(net: MLP, cost: str, params: Params, rows, n: int, dtype, chunk: int = 4096):
-    """:func:`evaluate` over examples fetched by ``rows(indices) -> (x, y)``.
-
-    Fetching by index lets per-condition data variants (a leading condition axis)
-    be read in place, without a copy per network.
-    """
-    if n == 0:
-        nan = jnp.array(jnp.nan, dtype)
-        return nan, nan
-    chunk = min(chunk, n)
-    num_chunks = -(-n // chunk)
-    pad = num_chunks * chunk - n
-    idx = jnp.concatenate([jnp.arange(n), jnp.zeros(pad, jnp.int32)]).reshape(num_chunks, chunk)
-    mask = jnp.concatenate([jnp.ones(n, dtype), jnp.zeros(pad, dtype)]).reshape(num_chunks, chunk)
-
-    def body(totals, inputs):
-        i, m = inputs
-        xb, yb = rows(i)
-        z = net.logits(params, xb)
-        c = per_example_cost(net, cost, z, yb)
-        hit = (jnp.argmax(z, axis=-1) == yb).astype(dtype)
-        return (totals[0] + jnp.sum(c * m), totals[1] + jnp.sum(hit * m)), None
-
-    zero = jnp.zeros((), dtype)
-    (total_cost, hits), _ = jax.lax.scan(body, (zero, zero), (idx, mask))
-    return total_cost / n, hits / n
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    out = evaluate_split(lambda i: (x[i], y[i]), y.shape[0], x.dtype, chunk,
+                         lambda xb: model.apply(params, xb), cost, output_of(model))
+    return out["cost"], out["accuracy"]

@@ -56,7 +56,7 @@ def block_steps(batch_size: int, members: int | None, n_out: int) -> int:
 
 
 def sgd_block(params: Params, step: jax.Array, x: jax.Array, y: jax.Array, lr: jax.Array, *, net: MLP,
-              cost: str, eta: Callable[[jax.Array, jax.Array], jax.Array]) -> tuple[Params, jax.Array]:
+              cost, eta: Callable[[jax.Array, jax.Array], jax.Array]) -> tuple[Params, jax.Array]:
     """``K`` steps of plain SGD for a population of ``S`` networks on shared minibatches.
 
     Args:
@@ -65,7 +65,7 @@ def sgd_block(params: Params, step: jax.Array, x: jax.Array, y: jax.Array, lr: j
       x: ``(K, batch, n_in)``, the block's minibatches, the same for every member.
       y: ``(S, K, batch)``, each member's labels for them.
       lr: ``(S,)`` base learning rates.
-      net, cost: the network and its cost.
+      net, cost: the network and its cost (a name or a function of the logits, :mod:`jaxgd.costs`).
       eta: one network's learning rate at a step, ``eta(lr, step)``.
 
     Returns:
@@ -87,7 +87,7 @@ def sgd_block(params: Params, step: jax.Array, x: jax.Array, y: jax.Array, lr: j
     rest = [{"b": params[0]["b"]}] + list(params[1:])  # what the steps update one at a time
 
     def step_cost(rest, u, y):
-        return jnp.mean(per_example_cost(net, cost, net.logits_from_first(rest, u, dense), y))
+        return jnp.mean(per_example_cost(cost, net.logits_from_first(rest, u, dense), y, net.output))
 
     grad = jax.vmap(jax.grad(step_cost, argnums=(0, 1)))
     rate = jax.vmap(eta)

@@ -2,9 +2,10 @@
 
 ``MLP`` holds no arrays: it is a frozen, hashable description (so it can be a
 static argument of ``jax.jit``), and parameters are a plain pytree — a list with
-one ``{"w": (n_in, n_out), "b": (n_out,)}`` dict per layer. The forward pass is
-written for a batch ``x: (batch, n_in)``; seeds and conditions are added by
-``jax.vmap`` over the parameters.
+one ``{"w": (n_in, n_out), "b": (n_out,)}`` dict per layer. It follows jaxgd's model
+protocol (:mod:`jaxgd.models`): ``init(key) -> params`` and ``apply(params, x) ->
+logits``. The forward pass is written for a batch ``x: (batch, ...)`` (flattened to
+``(batch, n_in)``); seeds and conditions are added by ``jax.vmap`` over the parameters.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxgd.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, output_activation
+from jaxgd.activations import ACTIVATIONS, check_activation, output_activation
 
 Params = list  # list[dict[str, jax.Array]]: one {"w", "b"} per layer
 
@@ -31,16 +32,40 @@ INITIALISERS = {
 }
 
 
+def check_initialiser(init: str) -> None:
+    if init not in INITIALISERS:
+        raise ValueError(f"Unknown initialiser {init!r}; choose one of {', '.join(INITIALISERS)}.")
+
+
+def positive_widths(kind: str, widths, *, allow_empty: bool = False) -> tuple[int, ...]:
+    """``widths`` as a tuple of positive ints, or ``TypeError``/``ValueError`` naming ``kind`` and the value."""
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise TypeError(f"{kind} must be a sequence of positive integers, got {widths!r}.")
+    values = tuple(widths)
+    if not values and not allow_empty:
+        raise ValueError(f"{kind} needs at least one width, got {values!r}.")
+    for s in values:
+        if isinstance(s, bool) or not isinstance(s, int) and not hasattr(s, "__index__"):
+            raise TypeError(f"{kind} must hold integers, got {s!r} in {values!r}.")
+        if int(s) < 1:
+            raise ValueError(f"{kind} must hold positive integers, got {int(s)} in {values!r}.")
+    return tuple(int(s) for s in values)
+
+
 @dataclasses.dataclass(frozen=True)
 class MLP:
     """A fully connected network ``sizes[0] -> ... -> sizes[-1]``.
 
     Args:
       sizes: layer widths including input and output, e.g. ``(784, 16, 16, 10)``.
-      activation: hidden-layer nonlinearity, one of ``sigmoid``, ``tanh``, ``relu``.
-      output: what :meth:`apply` puts on the last layer, one of ``sigmoid`` (the
-        lesson's), ``softmax`` or ``identity``. The quadratic cost uses it; the
-        cross-entropy cost always uses softmax on the logits.
+      activation: hidden-layer nonlinearity: ``sigmoid``, ``tanh``, ``relu`` or one
+        registered with :func:`jaxgd.register_activation`.
+      output: the output activation the lesson's quadratic cost compares with the
+        desired output, one of ``sigmoid`` (the lesson's), ``softmax`` or ``identity``.
+        :meth:`apply` returns logits whatever it says; :meth:`predict` applies it.
+        The cross-entropy cost always uses softmax on the logits.
+      initializer: how :meth:`init` draws parameters, one of :data:`INITIALISERS`
+        (``normal``, the lesson's, by default).
 
     Example:
       >>> net = MLP((784, 16, 16, 10))
@@ -51,26 +76,17 @@ class MLP:
     sizes: tuple[int, ...]
     activation: str = "sigmoid"
     output: str = "sigmoid"
+    initializer: str = "normal"
 
     def __post_init__(self):
-        sizes = self.sizes
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            raise TypeError(f"MLP sizes must be a sequence of layer widths, got {sizes!r}.")
-        sizes = tuple(sizes)
-        if len(sizes) < 2:
-            raise ValueError(f"MLP sizes needs at least an input and an output width, got {sizes!r}.")
-        for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, int) and not (hasattr(s, "__index__")):
-                raise TypeError(f"MLP layer widths must be integers, got {s!r} in {sizes!r}.")
-            if int(s) < 1:
-                raise ValueError(f"MLP layer widths must be positive, got {int(s)} in {sizes!r}.")
-        object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
-        if self.activation not in HIDDEN_ACTIVATIONS:
-            raise ValueError(
-                f"Unknown activation {self.activation!r}; choose one of {', '.join(HIDDEN_ACTIVATIONS)}."
-            )
-        if self.output not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"Unknown output activation {self.output!r}; choose one of {', '.join(OUTPUT_ACTIVATIONS)}.")
+        if isinstance(self.sizes, (str, bytes)) or not hasattr(self.sizes, "__iter__"):
+            raise TypeError(f"MLP sizes must be a sequence of layer widths, got {self.sizes!r}.")
+        if len(tuple(self.sizes)) < 2:
+            raise ValueError(f"MLP sizes needs at least an input and an output width, got {tuple(self.sizes)!r}.")
+        object.__setattr__(self, "sizes", positive_widths("MLP sizes", self.sizes))
+        check_activation(self.activation)
+        check_activation(self.output, hidden=False)
+        check_initialiser(self.initializer)
 
     @property
     def num_layers(self) -> int:
@@ -81,14 +97,14 @@ class MLP:
         """Total count of weights and biases."""
         return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
 
-    def init(self, key: jax.Array, init: str = "normal", dtype: Any = jnp.float32) -> Params:
-        """Draws parameters. ``init`` is one of :data:`INITIALISERS`.
+    def init(self, key: jax.Array, init: str | None = None, dtype: Any = jnp.float32) -> Params:
+        """Draws parameters with ``init`` (default: this network's ``initializer``).
 
         Returns:
           ``[{"w": (n_in, n_out), "b": (n_out,)}, ...]``, one dict per layer.
         """
-        if init not in INITIALISERS:
-            raise ValueError(f"Unknown initialiser {init!r}; choose one of {', '.join(INITIALISERS)}.")
+        init = self.initializer if init is None else init
+        check_initialiser(init)
         keys = jax.random.split(key, self.num_layers)
         params = []
         for k, n_in, n_out in zip(keys, self.sizes[:-1], self.sizes[1:]):
@@ -100,7 +116,7 @@ class MLP:
         return params
 
     def logits(self, params: Params, x: jax.Array, matmul: Callable = jnp.matmul) -> jax.Array:
-        """Pre-activations ``z_L`` of the output layer, shape ``(batch, n_out)``.
+        """Pre-activations ``z_L`` of the output layer for ``x: (batch, n_in)``, shape ``(batch, n_out)``.
 
         ``matmul(a, w)`` multiplies activations by a layer's weights; the training loop
         passes :func:`jaxgd.dense.dense` for its ``(n_out, n_in)`` weight layout.
@@ -120,8 +136,25 @@ class MLP:
         return z
 
     def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """Output activations for a batch ``x: (batch, n_in)`` -> ``(batch, n_out)``."""
-        return output_activation(self.output, self.logits(params, x))
+        """Logits for a batch ``x: (batch, ...)`` (each example flattened to ``n_in``) -> ``(batch, n_out)``."""
+        return self.logits(params, x.reshape(x.shape[0], -1))
+
+    def predict(self, params: Params, x: jax.Array) -> jax.Array:
+        """The output activations ``a_L`` (``output`` applied to the logits), the lesson's network output."""
+        return output_activation(self.output, self.apply(params, x))
+
+    def describe(self) -> dict:
+        """What the network is, for ``config.json`` and checkpoint fingerprints."""
+        return {"model": "mlp", "sizes": list(self.sizes), "activation": self.activation, "output": self.output,
+                "initializer": self.initializer}
+
+    def permutation_spec(self) -> list[list[tuple[tuple, int]]]:
+        """Hidden units that can be permuted without changing the function (see :func:`jaxgd.landscape.align`).
+
+        One group per hidden layer ``l``: the columns of ``w_l``, the entries of ``b_l``
+        and the rows of ``w_{l+1}``, as ``(leaf path, axis)`` pairs.
+        """
+        return [[((l, "w"), 1), ((l, "b"), 0), ((l + 1, "w"), 0)] for l in range(self.num_layers - 1)]
 
     def check_params(self, params: Params) -> None:
         """Raises ``ValueError`` naming the first leaf whose shape does not fit this network."""

@@ -8,6 +8,7 @@ out diverged members.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -97,3 +98,87 @@ def member_stats(values, diverged=None) -> dict:
         "members": int(kept.size),
         "excluded": int(values.shape[0] - kept.size),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A labelled grid of hyperparameters x seeds, laid out as one population (group-major).
+
+    Attributes:
+      keys: ``(G * seeds,)`` keys; with ``same_inits`` every group reuses the same ``seeds`` keys.
+      hyperparams: ``{name: (G * seeds,)}``, for ``fit(..., hyperparams=)``.
+      group: ``(G * seeds,)`` int, each member's group.
+      groups: one label per group, ``{name: value}``.
+    """
+
+    keys: jax.Array
+    hyperparams: dict
+    group: np.ndarray
+    groups: list
+
+    @property
+    def labels(self) -> list[dict]:
+        """Each member's label."""
+        return [self.groups[g] for g in self.group]
+
+
+def sweep(key: jax.Array, values: dict, seeds: int, *, same_inits: bool = True) -> Sweep:
+    """Every combination of ``values`` (``{hyperparameter: [values]}``, the last name varying fastest) x ``seeds``.
+
+    Example:
+      >>> s = jaxgd.sweep(jax.random.key(0), {"weight_decay": [0, 1e-4, 1e-3, 1e-2]}, seeds=5)
+      >>> result = jaxgd.fit(s.keys, model, data, config, hyperparams=s.hyperparams)
+      >>> jaxgd.grouped_stats(result.final("test_accuracy"), s.group, result.diverged, labels=s.groups)
+    """
+    if not isinstance(values, dict) or not values:
+        raise ValueError(f"sweep needs a non-empty dict of hyperparameter -> values, got {values!r:.80}.")
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}.")
+    names = list(values)
+    axes = []
+    for name in names:
+        v = np.asarray(values[name], np.float64).reshape(-1)
+        if v.size == 0:
+            raise ValueError(f"sweep: no values for {name!r}.")
+        axes.append(v)
+    combos = list(itertools.product(*axes))
+    keys, group = grid(key, len(combos), int(seeds), same_inits=same_inits)
+    hyperparams = {name: np.repeat(np.asarray([c[i] for c in combos], np.float32), seeds)
+                   for i, name in enumerate(names)}
+    labels = [{name: float(c[i]) for i, name in enumerate(names)} for c in combos]
+    return Sweep(keys=keys, hyperparams=hyperparams, group=group, groups=labels)
+
+
+def grouped_stats(values, group, diverged=None, *, labels: list | None = None, confidence: float = 0.95) -> list[dict]:
+    """:func:`member_stats` per group, with a ``confidence`` t-interval of the mean over the non-diverged members.
+
+    Args:
+      values: ``(S,)`` one value per member (e.g. ``result.final("test_accuracy")``).
+      group: ``(S,)`` each member's group index (``Sweep.group``, ``Conditions.index``).
+      diverged: ``(S,)`` flags; diverged members are left out and counted.
+      labels: one dict per group, merged into its row.
+
+    Returns:
+      One row per group: ``{**label, "group", "mean", "std", "min", "max", "members", "excluded",
+      "ci_low", "ci_high"}`` (``std`` with ``ddof=1`` for the interval, ``nan`` below two members).
+    """
+    from scipy import stats
+
+    values = np.asarray(values, np.float64)
+    group = np.asarray(group)
+    if group.shape != values.shape[:1]:
+        raise ValueError(f"group must give one group per member: {values.shape[0]} values, {group.shape} groups.")
+    diverged = np.zeros(values.shape[0], bool) if diverged is None else np.asarray(diverged, bool)
+    rows = []
+    for g in range(int(group.max()) + 1 if group.size else 0):
+        mask = group == g
+        row = {**(labels[g] if labels is not None else {}), "group": g,
+               **member_stats(values[mask], diverged[mask])}
+        kept = values[mask & ~diverged & np.isfinite(values)]
+        if kept.size >= 2:
+            half = stats.t.ppf(0.5 + confidence / 2, kept.size - 1) * kept.std(ddof=1) / np.sqrt(kept.size)
+            row.update(ci_low=float(kept.mean() - half), ci_high=float(kept.mean() + half))
+        else:
+            row.update(ci_low=float("nan"), ci_high=float("nan"))
+        rows.append(row)
+    return rows

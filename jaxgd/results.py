@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 
@@ -74,15 +75,45 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def flatten_params(params) -> dict[str, np.ndarray]:
-    """``[{"w", "b"}, ...]`` -> ``{"layer0/w": ..., "layer0/b": ..., ...}``."""
-    return {f"layer{i}/{k}": np.asarray(layer[k]) for i, layer in enumerate(params) for k in ("w", "b")}
+    """Any parameter pytree -> ``{"0/w": ..., "0/b": ..., "conv/1/w": ...}``, named by the leaves' paths."""
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = jax.tree_util.keystr(path, simple=True, separator="/") or "params"
+        flat[name] = np.asarray(leaf)
+    return flat
 
 
-def unflatten_params(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    layers = sorted({int(k.split("/")[0].removeprefix("layer")) for k in arrays})
-    if layers != list(range(len(layers))):
-        raise ValueError(f"Parameter file has layers {layers}; expected 0..{len(layers) - 1}.")
-    return [{"w": arrays[f"layer{i}/w"], "b": arrays[f"layer{i}/b"]} for i in layers]
+def unflatten_params(arrays: dict[str, np.ndarray], like=None):
+    """The inverse of :func:`flatten_params`: into ``like``'s structure if given (a model's
+    ``init(key)``, which an Equinox or Flax model needs), else nested lists and dicts rebuilt from
+    the names (an MLP's ``[{"w", "b"}, ...]``, a CNN's ``{"conv": [...], "dense": [...]}``)."""
+    if like is not None:
+        names = list(flatten_params(like))
+        missing = [n for n in names if n not in arrays]
+        if missing or len(names) != len(arrays):
+            extra = sorted(set(arrays) - set(names))
+            raise ValueError(f"The parameter file does not fit the model: missing {missing[:3]}, extra {extra[:3]}.")
+        return jax.tree.unflatten(jax.tree.structure(like), [arrays[n] for n in names])
+    root: dict = {}
+    for name, value in arrays.items():
+        node = root
+        parts = name.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+
+    def rebuild(node):
+        if not isinstance(node, dict):
+            return node
+        keys = list(node)
+        if keys and all(k.isdigit() for k in keys):
+            idx = sorted(int(k) for k in keys)
+            if idx != list(range(len(idx))):
+                raise ValueError(f"Parameter file has list entries {idx}; expected 0..{len(idx) - 1}.")
+            return [rebuild(node[str(i)]) for i in idx]
+        return {k: rebuild(v) for k, v in node.items()}
+
+    return rebuild(root)
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -93,10 +124,11 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_params(path: str | os.PathLike):
-    """Reads parameters written by :func:`save_npz` of :func:`flatten_params` (never with pickle)."""
+def load_params(path: str | os.PathLike, like=None):
+    """Reads parameters written by :func:`save_npz` of :func:`flatten_params` (never with pickle);
+    ``like`` (e.g. ``model.init(key)``) gives their structure (see :func:`unflatten_params`)."""
     with np.load(path, allow_pickle=False) as f:
-        return unflatten_params({k: f[k] for k in f.files})
+        return unflatten_params({k: f[k] for k in f.files}, like)
 
 
 def git_commit() -> str | None:

@@ -77,3 +77,26 @@ def shard_members(tree, mesh: Mesh):
 
 def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def place(state, member: dict, arrays: dict, *, spec, devices=None):
+    """Puts a run on its devices: a population's member axis spread over ``devices``
+    (default every device; padded to a multiple of their count) in contiguous blocks,
+    the data replicated.
+
+    Returns ``(state, member, arrays, spec)``, the spec's ``member_shards`` set to the
+    number of devices: the compiled program depends on it.
+    """
+    import dataclasses
+
+    if not spec.population:
+        return (*jax.device_put((state, member, arrays)), spec)
+    mesh = member_mesh(devices)
+    members = int(member["condition"].shape[0])
+    size = padded_size(members, mesh)
+    per_member = state._replace(data_key=state.data_key if not spec.shared_order else None)
+    per_member, member = pad_members((per_member, member), members, size)
+    per_member, member = shard_members((per_member, member), mesh)
+    data_key = per_member.data_key if not spec.shared_order else replicate(state.data_key, mesh)
+    return (per_member._replace(data_key=data_key), member, replicate(arrays, mesh),
+            dataclasses.replace(spec, member_shards=int(mesh.devices.size)))

@@ -40,3 +40,15 @@ def write_fake_idx_dir(path, n_train=60, n_test=20, side=28, num_classes=10, see
         write_idx(path / f"{split}-images-idx3-ubyte{suffix}", images)
         write_idx(path / f"{split}-labels-idx1-ubyte{suffix}", labels)
     return path
+
+
+class Killed(Exception):
+    """Raised by :func:`kill_after`'s callback: a run interrupted at an evaluation."""
+
+
+def kill_after(epoch):
+    """A ``fit`` callback that interrupts training once ``epoch`` epochs are evaluated."""
+    def callback(e, metrics):
+        if e >= epoch:
+            raise Killed
+    return callback

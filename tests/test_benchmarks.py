@@ -80,21 +80,59 @@ def test_jaxgd_timing_scales_to_an_epoch():
 
 
 def test_populations_up_to_100_seeds_are_timed_over_whole_epochs():
-    assert train_speed._steps_for(1, 10, quick=False) is None
-    assert train_speed._steps_for(100, 10, quick=False) is None
-    assert train_speed._steps_for(1000, 10, quick=False) == 100  # 1,000,000 examples x seeds, scaled
-    assert train_speed._steps_for(100, 10, quick=True) == 50
+    assert train_speed.steps_for(1, 10, quick=False) is None
+    assert train_speed.steps_for(100, 10, quick=False) is None
+    assert train_speed.steps_for(1000, 10, quick=False) == 100  # 1,000,000 examples x seeds, scaled
+    assert train_speed.steps_for(100, 10, quick=True) == 50
+    assert train_speed.steps_for(100, 32, quick=False, model="cnn") == 10  # a CNN is always timed in part
     x, y = common.mnist_shaped(500)
     data = jax.device_put({"x_train": x, "y_train": y})
     t = train_speed.jaxgd_seconds_per_epoch(data, seeds=20, order="shared", batch_size=10, steps=None)
     assert np.isfinite(t) and t > 0
 
 
+def test_jaxgd_cnn_timing_scales_to_an_epoch():
+    x, y = common.mnist_shaped(2_000)
+    data = jax.device_put({"x_train": x, "y_train": y})
+    t = train_speed.jaxgd_seconds_per_epoch(data, seeds=3, order="shared", batch_size=32, steps=2, model="cnn")
+    assert np.isfinite(t) and t > 0
+
+
+def test_the_cnn_peers_train_the_same_network_as_jaxgd():
+    """The torch CNN and the thirty-line JAX CNN compute jaxgd.models.CNN's function, given its parameters."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.peers import torch_cnn
+
+    model, _ = train_speed.jaxgd_model("cnn")
+    params = model.init(jax.random.key(0))
+    x = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    net = torch_cnn.make_cnn(torch.device("cpu"))
+    with torch.no_grad():
+        for layer, p in zip([net[0], net[3]], params["conv"]):
+            layer.weight.copy_(torch.from_numpy(np.asarray(p["w"]).transpose(3, 2, 0, 1).copy()))
+            layer.bias.copy_(torch.from_numpy(np.array(p["b"])))
+        w = np.asarray(params["dense"][0]["w"])  # (positions, channels, classes) -> torch's (classes, c * h * w)
+        net[7].weight.copy_(torch.from_numpy(w.transpose(2, 1, 0).reshape(10, -1).copy()))
+        net[7].bias.copy_(torch.from_numpy(np.array(params["dense"][0]["b"])))
+        theirs = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(theirs, model.apply(params, x), rtol=1e-4, atol=1e-5)
+    assert common.cnn_macs() == 28 * 28 * 9 * 16 + 14 * 14 * 9 * 16 * 32 + 7 * 7 * 32 * 10
+
+
+def test_the_thirty_line_population_trains(monkeypatch):
+    from benchmarks.peers import jax_population
+
+    x, y = common.mnist_shaped(200)
+    for model in ("mlp", "cnn"):
+        t = jax_population.seconds_per_epoch(x, y, 10, 3, model, steps=2)
+        assert np.isfinite(t) and t > 0
+
+
 def test_a_missing_peer_is_skipped_not_failed(monkeypatch):
     from benchmarks.peers import torch_eager
 
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
-    seconds, note = train_speed._peer(torch_eager.seconds_per_epoch, *common.mnist_shaped(100), 10)
+    seconds, note = train_speed.peer(torch_eager.seconds_per_epoch, *common.mnist_shaped(100), 10)
     assert seconds is None and note.startswith("skipped")
 
 
@@ -105,6 +143,7 @@ def test_checks_read_the_targets_off_the_rows():
         {"contender": "jaxgd", "seeds": 100, "order": "shared", "batch": 10, "seconds_per_seed_epoch": 0.05},
     ]
     out = {c["check"]: c for c in train_speed.checks(rows, [])}
+    assert out["CNN 100 seeds shared, batch 32: x faster than torch.func ensemble"]["met"] is None
     assert out["1 seed, batch 10: x faster than pytorch eager"]["value"] == pytest.approx(20.0)
     assert out["1 seed, batch 10: x faster than pytorch eager"]["met"] is True
     assert out["100 seeds shared, batch 10: x faster than pytorch eager"]["met"] is False

@@ -32,7 +32,7 @@ def test_default_train_reproduces_the_lesson_on_digits(tmp_path):
     assert len(metrics["history"]["test_accuracy"]) == metrics["epochs"]
     assert {"jax", "jaxlib", "backend", "devices"} <= set(metrics["environment"])
     with np.load(out / "params.npz") as f:
-        assert f["layer0/w"].shape == (64, 16) and f["layer2/b"].shape == (10,)
+        assert f["0/w"].shape == (64, 16) and f["2/b"].shape == (10,)
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and "test accuracy" in lines[0]
     assert "epoch" in proc.stderr  # the progress bar

@@ -17,7 +17,7 @@ def problem():
 
 def test_quadratic_cost_is_the_lessons_sum_of_squares_averaged(problem):
     net, params, x, y = problem
-    a = np.asarray(net.apply(params, x))
+    a = np.asarray(net.predict(params, x))
     target = np.eye(3)[np.asarray(y)]
     expected = np.mean(np.sum((a - target) ** 2, axis=1))  # no factor 1/2
     np.testing.assert_allclose(cost_fn(net, "quadratic")(params, x, y), expected, rtol=1e-6)

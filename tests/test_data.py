@@ -17,7 +17,7 @@ def test_digits_is_a_reproducible_stratified_split(digits):
     np.testing.assert_array_equal(digits.y_test, again.y_test)
     counts = np.bincount(digits.y_test, minlength=10)
     assert counts.min() >= 34 and counts.max() <= 38  # 20% of each digit's ~180 images
-    assert digits.num_classes == 10 and digits.input_dim == 64 and digits.image_shape == (8, 8)
+    assert digits.num_classes == 10 and digits.input_dim == 64 and digits.input_shape == (8, 8, 1)
 
 
 def test_n_train_and_validation(digits):
@@ -49,7 +49,7 @@ def test_idx_header_is_big_endian_and_canonical(tmp_path):
 def test_load_idx_directory(tmp_path):
     write_fake_idx_dir(tmp_path / "mnist", n_train=50, n_test=20, gz=True)
     ds = data.load(None, data_dir=tmp_path / "mnist")
-    assert ds.x_train.shape == (50, 784) and ds.x_test.shape == (20, 784) and ds.image_shape == (28, 28)
+    assert ds.x_train.shape == (50, 784) and ds.x_test.shape == (20, 784) and ds.input_shape == (28, 28, 1)
     assert ds.x_train.max() == 1.0 and ds.x_train.min() >= 0.0
     assert data.load("idx", data_dir=tmp_path / "mnist", n_train=10).n_train == 10
 
@@ -136,11 +136,30 @@ def test_dataset_container_validates_its_arrays():
     x = np.zeros((4, 3), np.float32)
     ds = Dataset(x_train=x, y_train=[0, 1, 2, 1], x_test=x, y_test=[0, 0, 0, 0])
     assert ds.num_classes == 3 and ds.y_train.dtype == np.int32
-    with pytest.raises(ValueError, match="Label 5 is out of range for num_classes=3"):
+    with pytest.raises(ValueError, match=r"y_train\[2\] = 5 is out of range for num_classes=3"):
         Dataset(x, [0, 1, 5, 1], x, [0, 0, 0, 0], num_classes=3)
     with pytest.raises(ValueError, match="x_train contains NaN"):
         Dataset(np.full((4, 3), np.nan), [0, 1, 2, 1], x, [0, 0, 0, 0])
     with pytest.raises(ValueError, match="y_test must be a vector of 4 labels"):
         Dataset(x, [0, 1, 2, 1], x, [0, 0])
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"y_train\[1\] = -1 is not a class index"):
         Dataset(x, [0, -1, 2, 1], x, [0, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"y_train\[0\] = 4294967299 is not a class index"):
+        Dataset(x, np.array([2 ** 32 + 3, 1, 2, 1], np.int64), x, [0, 0, 0, 0])  # never narrowed to 3
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got 2.5"):
+        Dataset(x, [0, 1, 1, 1], x, [0, 0, 0, 0], num_classes=2.5)
+    with pytest.raises(ValueError, match="num_classes must be a positive integer, got True"):
+        Dataset(x, [0, 1, 1, 1], x, [0, 0, 0, 0], num_classes=True)
+
+
+def test_dataset_keeps_the_shape_of_its_inputs():
+    images = np.zeros((4, 6, 5, 2), np.float32)
+    ds = Dataset(images, [0, 1, 0, 1], images, [0, 0, 1, 1])
+    assert ds.x_train.shape == (4, 60) and ds.input_shape == (6, 5, 2) and ds.input_dim == 60
+    assert ds.images().shape == (4, 6, 5, 2)
+    flat = ds.replace(input_shape=(60,))
+    assert flat.input_shape == (60,) and flat.images("test").shape == (4, 60)
+    assert Dataset(images.reshape(4, -1), [0] * 4, images.reshape(4, -1), [0] * 4).input_shape == (60,)
+    assert Dataset(images[..., 0], [0] * 4, images[..., 0], [0] * 4, image_shape=(6, 5)).input_shape == (6, 5, 1)
+    with pytest.raises(ValueError, match=r"input_shape \(7, 7\) does not hold the 60 features"):
+        Dataset(images, [0] * 4, images, [0] * 4, input_shape=(7, 7))

@@ -11,28 +11,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxgd
 from jaxgd import MLP, Conditions, TrainConfig, fit
 from jaxgd.deferred import BLOCK_EXAMPLES, block_steps
-from jaxgd.train import Spec, _member_values, init_state, train_epochs
+from jaxgd.loop import train_epochs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _train_both_ways(net, config, data, members, k, condition_arrays=(), conditions=None, learning_rates=None):
+def _train_both_ways(net, config, data, members, k, conditions=None, learning_rates=None):
     """The same shared-order population trained step by step and in blocks of ``k`` deferred steps."""
-    n = int(data["y_train"].shape[-1])
-    spec = Spec.make(net, config, n, population=True, members=members, shared_order=True,
-                     condition_arrays=condition_arrays)
-    assert spec.deferred_steps == k
     keys = jax.random.split(jax.random.key(3), members)
-    member = _member_values(learning_rates, conditions, config, members)
-    state = init_state(keys, net, config, population=True)
-    state = jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, state)
+    ds = jaxgd.data.Dataset(np.asarray(data["x_train"]), np.asarray(data["y_train"])[0 if conditions else ...],
+                            np.asarray(data["x_train"])[:5], np.zeros(5, np.int32), num_classes=10)
+    run = jaxgd.prepare(keys, net, ds, config, conditions=conditions, learning_rates=learning_rates,
+                        devices=jax.devices()[:1])
+    assert run.spec.kernel == "deferred" and run.spec.deferred_steps == k
+    state = jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, run.state)
+    arrays = {**run.data, **{k_: jnp.asarray(v) for k_, v in data.items()}}
     out = []
-    for s in (spec, dataclasses.replace(spec, deferred_steps=1)):
-        run = jax.jit(lambda st, s=s: train_epochs(st, member, data, spec=s, num_epochs=1))
-        out.append(run(state))
-    return out
+    for s in (run.spec, dataclasses.replace(run.spec, kernel="vmap", deferred_steps=1)):
+        step = jax.jit(lambda st, s=s: train_epochs(st, run.member, arrays, spec=s, num_epochs=1))
+        out.append(step(state))
+    return out, state
 
 
 def _max_diff(a, b):
@@ -52,13 +53,15 @@ def test_deferred_blocks_equal_step_by_step_sgd_in_float64(x64, sizes, activatio
                          schedule=schedule)
     members = 20
     k = BLOCK_EXAMPLES // batch
-    deferred, stepwise = _train_both_ways(net, config, data, members, k,
-                                          learning_rates=np.linspace(0.1, 1.0, members))
+    (deferred, stepwise), start = _train_both_ways(net, config, data, members, k,
+                                                   learning_rates=np.linspace(0.1, 1.0, members))
     assert int(deferred.step[0]) == int(stepwise.step[0]) == 1000 // batch
-    moved = _max_diff(stepwise.params, init_state(jax.random.split(jax.random.key(3), members), net, config,
-                                                  population=True).params)
-    assert moved > 1e-2  # the networks did train
+    assert _max_diff(stepwise.params, start.params) > 1e-2  # the networks did train
     assert _max_diff(deferred.params, stepwise.params) < 1e-10
+    # the optimizer state records the same step count and last learning rate either way
+    assert int(deferred.opt_state.count[0]) == int(stepwise.opt_state.count[0]) == 1000 // batch
+    np.testing.assert_allclose(deferred.opt_state.hyperparams["learning_rate"],
+                               stepwise.opt_state.hyperparams["learning_rate"], rtol=1e-12)
 
 
 def test_deferred_blocks_with_a_label_condition_per_member(x64):
@@ -71,30 +74,34 @@ def test_deferred_blocks_with_a_label_condition_per_member(x64):
     config = TrainConfig(batch_size=10, epochs=1, data_order="shared", learning_rate=1.0)
     members = 12
     cond = Conditions(arrays={"y_train": labels}, index=np.arange(members) % 2)
-    deferred, stepwise = _train_both_ways(net, config, data, members, 10, condition_arrays=("y_train",),
-                                          conditions=cond)
+    (deferred, stepwise), _ = _train_both_ways(net, config, data, members, 10, conditions=cond)
     assert _max_diff(deferred.params, stepwise.params) < 1e-10
     assert _max_diff(deferred.params[0]["w"][0], deferred.params[0]["w"][1]) > 1e-3  # the labels mattered
 
 
 def test_deferred_updates_are_used_only_where_they_are_exact():
+    from jaxgd.optim import build
+    from jaxgd.spec import choose_kernel
+
     net = MLP((784, 16, 16, 10))
 
-    def k(members=100, shared=True, condition_arrays=(), **kw):
+    def k(members=100, shared=True, condition_arrays=(), per_member=(), **kw):
         config = TrainConfig(**{"batch_size": 10, "data_order": "shared" if shared else "per_seed", **kw})
-        return Spec.make(net, config, 50_000, population=True, members=members, shared_order=shared,
-                         condition_arrays=condition_arrays).deferred_steps
+        return choose_kernel(net, config, build(config, per_member)[0], batch_size=config.batch_size or 50_000,
+                             population=True, members=members, shared_order=shared,
+                             condition_arrays=condition_arrays, per_member=per_member, input_dim=784)["deferred_steps"]
 
     assert k() == 10 and k(batch_size=20) == 5 and k(batch_size=7) == 14
     assert k(shared=False) == 1                      # each member its own minibatches: no shared Gram matrix
     assert k(optimizer="momentum") == 1 and k(optimizer="adam") == 1
+    assert k(weight_decay=1e-4) == 1                 # decoupled weight decay is not plain SGD
+    assert k(weight_decay=0.0) == 10                 # ... and no decay is
+    assert k(per_member=("weight_decay",)) == 1 and k(per_member=("learning_rate",)) == 10
     assert k(gradient="backprop") == 1               # the hand-written backprop keeps its own loop
     assert k(batch_size=None) == 1 and k(batch_size=64) == 1  # full batch; a block would be one step
     assert k(condition_arrays=("x_train",)) == 1     # inputs that differ per member
     assert k(condition_arrays=("y_train",)) == 10
     assert k(members=4) == 1                         # the Gram matrix would cost more than it saves
-    single = Spec.make(net, TrainConfig(batch_size=10), 50_000)
-    assert single.deferred_steps == 1
     assert block_steps(10, None, 16) == 1
 
 

@@ -36,8 +36,10 @@ def test_mlp_is_hashable_and_usable_as_static_jit_argument():
 def test_apply_shapes_and_output_ranges(activation, output):
     net = MLP((6, 5, 3), activation=activation, output=output)
     params = net.init(jax.random.key(0))
-    a = net.apply(params, jax.random.uniform(jax.random.key(1), (7, 6)))
+    x = jax.random.uniform(jax.random.key(1), (7, 6))
+    a = net.predict(params, x)
     chex.assert_shape(a, (7, 3))
+    chex.assert_trees_all_close(net.apply(params, x), net.logits(params, x))  # apply gives logits
     if output == "sigmoid":
         assert np.all((a > 0) & (a < 1))
     if output == "softmax":
@@ -51,7 +53,10 @@ def test_apply_matches_a_numpy_forward_pass():
     sig = lambda z: 1 / (1 + np.exp(-z))
     h = sig(x @ np.asarray(params[0]["w"]) + np.asarray(params[0]["b"]))
     out = sig(h @ np.asarray(params[1]["w"]) + np.asarray(params[1]["b"]))
-    np.testing.assert_allclose(net.apply(params, x), out, rtol=1e-5)
+    np.testing.assert_allclose(net.predict(params, x), out, rtol=1e-5)
+    logit = h @ np.asarray(params[1]["w"]) + np.asarray(params[1]["b"])
+    np.testing.assert_allclose(net.apply(params, x), logit, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.apply(params, x.reshape(5, 3, 1)), logit, rtol=1e-5, atol=1e-6)  # flattens
 
 
 @pytest.mark.parametrize("init,std", [("normal", 1.0), ("lecun", 1 / np.sqrt(400)), ("glorot", np.sqrt(2 / 600)),

@@ -105,7 +105,7 @@ SHARDED = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     import jaxgd
-    from jaxgd.train import Spec, _member_values, init_state, place, train_epochs
+    from jaxgd.loop import train_epochs
     data = jaxgd.data.subset(jaxgd.data.load("digits"), n_train=300)
     net = jaxgd.MLP((64, 16, 10))
     keys = jax.random.split(jax.random.key(0), 6)  # 6 members on 4 devices: padded to 8
@@ -125,9 +125,7 @@ SHARDED = textwrap.dedent("""
             "shape": list(sharded.params[0]["w"].shape),
         }
         # the compiled epoch of the sharded population: its members need nothing from other devices
-        spec = Spec.make(net, config, data.n_train, population=True, members=6)
-        state, member, arrays, spec = place(init_state(keys, net, config, population=True),
-                                           _member_values(None, None, config, 6), data.arrays(), spec=spec)
+        state, member, arrays, spec = jaxgd.prepare(keys, net, data, config)
         hlo = jax.jit(lambda s: train_epochs(s, member, arrays, spec=spec, num_epochs=1)).lower(state).compile().as_text()
         out[order]["collectives"] = [op for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute",
                                                    "reduce-scatter") if op in hlo]

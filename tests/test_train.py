@@ -1,5 +1,4 @@
 import functools
-import importlib
 
 import chex
 import jax
@@ -9,9 +8,10 @@ import pytest
 
 import jaxgd
 from jaxgd import MLP, TrainConfig, fit
-from jaxgd.train import Spec, from_compute_layout, init_state, train_chunk
+from jaxgd.loop import train_chunk
+from jaxgd.spec import from_compute_layout
+from jaxgd.state import init_state
 
-train_module = importlib.import_module("jaxgd.train")
 NET = MLP((64, 16, 16, 10))
 
 
@@ -45,7 +45,7 @@ def test_eval_every_does_not_change_the_trajectory(small_digits):
 def test_training_does_not_recompile_per_chunk_or_epoch(small_digits, monkeypatch):
     traced = jax.jit(chex.assert_max_traces(train_chunk, n=1), static_argnames=("spec", "num_epochs", "evaluate"),
                      donate_argnums=(0,))
-    monkeypatch.setattr(train_module, "_compiled_chunk", traced)
+    monkeypatch.setattr(jaxgd.loop, "compiled_chunk", traced)
     fit(jax.random.key(0), NET, small_digits, TrainConfig(epochs=6, eval_every=2))
     fit(jax.random.key(1), NET, small_digits, TrainConfig(epochs=4, eval_every=2))  # new key, same program
     chex.clear_trace_counter()
@@ -54,16 +54,14 @@ def test_training_does_not_recompile_per_chunk_or_epoch(small_digits, monkeypatc
 def test_pure_epoch_function_vmaps_over_keys(small_digits):
     """vmap of the single-network chunk over keys equals training each key on its own."""
     config = TrainConfig(epochs=2)
-    spec = Spec.make(NET, config, small_digits.n_train)
-    data = jax.device_put(small_digits.arrays())
+    run = jaxgd.prepare(jax.random.key(0), NET, small_digits, config)
     keys = jax.random.split(jax.random.key(0), 3)
-    chunk = functools.partial(train_chunk, spec=spec, num_epochs=2)
-    states = jax.vmap(lambda k: init_state(k, NET, config))(keys)
-    member = {"lr": jnp.float32(3.0), "condition": jnp.int32(0)}
-    batched, metrics = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))(states, member, data)
+    chunk = functools.partial(train_chunk, spec=run.spec, num_epochs=2)
+    states = jax.vmap(lambda k: init_state(k, run.spec, run.member["hyperparams"]))(keys)
+    batched, metrics = jax.jit(jax.vmap(chunk, in_axes=(0, None, None)))(states, run.member, run.data)
     assert metrics["test_accuracy"].shape == (3,)
     for i, k in enumerate(keys):
-        single, m = jax.jit(chunk)(init_state(k, NET, config), member, data)
+        single, m = jax.jit(chunk)(init_state(k, run.spec, run.member["hyperparams"]), run.member, run.data)
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched.params), single.params, rtol=2e-5,
                                     atol=2e-5)
         np.testing.assert_allclose(metrics["test_cost"][i], m["test_cost"], rtol=1e-4)
@@ -81,9 +79,9 @@ def test_full_batch_step_is_exactly_one_gradient_step(small_digits, x64):
     ds = jaxgd.data.subset(small_digits, n_train=50)
     config = TrainConfig(batch_size=None, learning_rate=0.1, epochs=1)
     result = fit(jax.random.key(2), net, ds, config)
-    state0 = init_state(jax.random.key(2), net, config)
+    run = jaxgd.prepare(jax.random.key(2), net, ds, config)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-    params0 = from_compute_layout(state0.params)
+    params0 = from_compute_layout(run.spec, run.state.params)
     grads = jax.grad(jaxgd.cost_fn(net, "quadratic"))(params0, x, y)
     expected = jax.tree.map(lambda p, g: p - 0.1 * g, params0, grads)
     chex.assert_trees_all_close(result.params, expected, rtol=1e-5, atol=1e-6)
@@ -96,7 +94,9 @@ def test_hand_written_backprop_trains_like_autodiff(small_digits):
 
 
 @pytest.mark.parametrize("optimizer,lr,schedule", [("momentum", 0.1, None), ("adam", 0.01, "cosine"),
-                                                   ("sgd", 3.0, "linear"), ("sgd", 3.0, "exponential")])
+                                                   ("sgd", 3.0, "linear"), ("sgd", 3.0, "exponential"),
+                                                   ("adamw", 0.01, None), ("lion", 0.001, None),
+                                                   ("rmsprop", 0.003, None), ("nesterov", 0.1, None)])
 def test_optimizers_and_schedules_learn(small_digits, optimizer, lr, schedule):
     net = MLP((64, 16, 10), output="softmax")
     config = TrainConfig(cost="cross_entropy", optimizer=optimizer, learning_rate=lr, schedule=schedule, epochs=5)
@@ -104,12 +104,15 @@ def test_optimizers_and_schedules_learn(small_digits, optimizer, lr, schedule):
     assert result.history["train_cost"][-1] < 0.5 * result.initial["train_cost"]
 
 
-def test_callable_schedule_replaces_the_learning_rate(small_digits):
+def test_a_callable_schedule_is_a_factor_of_the_learning_rate(small_digits):
     import optax
 
-    zero = optax.constant_schedule(0.0)
-    result = fit(jax.random.key(0), NET, small_digits, TrainConfig(epochs=1, schedule=zero))
-    chex.assert_trees_all_close(result.params, NET.init(jax.random.split(jax.random.key(0))[0]))
+    zero = fit(jax.random.key(0), NET, small_digits, TrainConfig(epochs=1, schedule=optax.constant_schedule(0.0)))
+    chex.assert_trees_all_close(zero.params, NET.init(jax.random.split(jax.random.key(0))[0]))
+    half = fit(jax.random.key(0), NET, small_digits, TrainConfig(epochs=2, learning_rate=3.0,
+                                                                 schedule=lambda step: 0.5))
+    plain = fit(jax.random.key(0), NET, small_digits, TrainConfig(epochs=2, learning_rate=1.5))
+    chex.assert_trees_all_close(half.params, plain.params, rtol=1e-6, atol=1e-6)
 
 
 def test_target_accuracy_stops_early(small_digits):
@@ -127,13 +130,18 @@ def test_a_blown_up_learning_rate_is_flagged_not_raised(small_digits):
 @pytest.mark.parametrize("changes,message", [
     ({"learning_rate": -1.0}, "learning_rate must be a positive finite number, got -1.0"),
     ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"learning_rate": 1e-50}, "learning_rate=1e-50 is zero in float32"),
+    ({"learning_rate": True}, "learning_rate must be a positive finite number, got True"),
     ({"epochs": 0}, "epochs must be a positive integer, got 0"),
     ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
     ({"batch_size": 10_000}, "batch_size=10000 is larger than the 400 training examples"),
-    ({"optimizer": "rmsprop"}, "'rmsprop'"),
+    ({"optimizer": "rmsprops"}, "'rmsprops'"),
     ({"cost": "hinge"}, "'hinge'"),
     ({"data_order": "random"}, "'random'"),
     ({"target_accuracy": 1.5}, "target_accuracy"),
+    ({"target_accuracy": True}, "target_accuracy"),
+    ({"momentum": 0.5}, "momentum=0.5 has no effect with the sgd optimizer"),
+    ({"optimizer": "adam", "optimizer_args": {"momentum_": 1}}, "has no hyperparameter 'momentum_'"),
     ({"matmul_precision": "fp32"}, "Unknown matmul_precision 'fp32'; choose one of float32"),
 ])
 def test_bad_configs_fail_before_tracing(small_digits, changes, message):
@@ -150,12 +158,10 @@ def test_matmul_precision_reaches_every_product_of_training_and_evaluation(small
     """
     def dots(precision):
         config = TrainConfig(epochs=1, data_order=order, matmul_precision=precision)
-        keys = jax.random.split(jax.random.key(0), 3)
-        spec = Spec.make(NET, config, small_digits.n_train, population=True, members=3)
-        state = init_state(keys, NET, config, population=True)
-        member = train_module._member_values(None, None, config, 3)
-        text = jax.jit(functools.partial(train_chunk, spec=spec, num_epochs=1)).lower(
-            state, member, small_digits.arrays()).as_text()
+        run = jaxgd.prepare(jax.random.split(jax.random.key(0), 3), NET, small_digits, config,
+                            devices=jax.devices()[:1])
+        text = jax.jit(functools.partial(train_chunk, spec=run.spec, num_epochs=1)).lower(
+            run.state, run.member, run.data).as_text()
         return [line for line in text.splitlines() if "dot_general" in line]
 
     highest, default = dots("float32"), dots("default")

@@ -5,31 +5,28 @@ import copy
 
 import numpy as np
 
-from benchmarks.common import LEARNING_RATE, SIZES, best_time, torch_device, torch_sync
+from benchmarks.common import CNN_LEARNING_RATE, LEARNING_RATE, best_time, torch_device, torch_sync
+from benchmarks.peers.torch_eager import inputs, loss_fn, make_mlp
 
 
-def seconds_per_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, seeds: int, steps: int = 50) -> float:
+def seconds_per_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, seeds: int, steps: int = 50,
+                      model: str = "mlp") -> float:
     import torch
     from torch.func import functional_call, grad, stack_module_state, vmap
 
+    from benchmarks.peers.torch_cnn import make_cnn
+
     torch.manual_seed(0)
     device = torch_device()
-    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)
-
-    def make():
-        layers = []
-        for a, b in zip(SIZES[:-1], SIZES[1:]):
-            layers += [torch.nn.Linear(a, b), torch.nn.Sigmoid()]
-        return torch.nn.Sequential(*layers).to(device)
-
-    models = [make() for _ in range(seeds)]
+    xt, yt = inputs(x, y, model, device)
+    models = [(make_mlp if model == "mlp" else make_cnn)(device) for _ in range(seeds)]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
-    eye = torch.eye(SIZES[-1], device=device)
+    cost = loss_fn(model)
+    lr = LEARNING_RATE if model == "mlp" else CNN_LEARNING_RATE
 
     def loss(p, b, xb, yb):
-        out = functional_call(base, (p, b), (xb,))
-        return ((out - eye[yb]) ** 2).sum(1).mean()
+        return cost(functional_call(base, (p, b), (xb,)), yb)
 
     grads_of = vmap(grad(loss), in_dims=(0, 0, None, None))
 
@@ -41,9 +38,9 @@ def seconds_per_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, seeds: int,
                 with torch.enable_grad():
                     g = grads_of(params, buffers, xt[i], yt[i])
                 for name in params:
-                    params[name].sub_(LEARNING_RATE * g[name])
+                    params[name].sub_(lr * g[name])
         torch_sync(device)
 
-    run(3)
+    run(3 if model == "mlp" else 2)
     t = best_time(lambda: run(steps), 2)
     return t / steps * (len(x) // batch_size)

@@ -1,7 +1,8 @@
 """Data sources: scikit-learn's bundled digits, TFDS datasets and IDX directories.
 
-``load(name)`` returns a :class:`Dataset` of flattened float32 inputs in [0, 1]
-and int32 labels; research code can also build a ``Dataset`` from its own arrays.
+``load(name)`` returns a :class:`Dataset` of float32 inputs in [0, 1] (stored as flat
+rows, with their ``input_shape``) and int32 labels; research code can also build a
+``Dataset`` from its own arrays.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def load_digits() -> Dataset:
     train_idx = rng.permutation(np.flatnonzero(~test))
     test_idx = np.flatnonzero(test)
     return Dataset(x[train_idx], y[train_idx], x[test_idx], y[test_idx], num_classes=10, name="digits",
-                   image_shape=(8, 8))
+                   input_shape=(8, 8, 1))
 
 
 def _positive_count(name: str, value, allow_zero: bool = False):
@@ -84,14 +85,15 @@ def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = No
         if data_dir is None:
             raise ValueError("Reading IDX files needs data_dir, the directory that holds them.")
         x_tr, y_tr, x_te, y_te, shape = load_idx_dir(data_dir)
-        ds = Dataset(x_tr, y_tr, x_te, y_te, name=f"idx:{os.fspath(data_dir)}", image_shape=shape)
+        ds = Dataset(x_tr, y_tr, x_te, y_te, name=f"idx:{os.fspath(data_dir)}",
+                     input_shape=shape + (1,) if len(shape) == 2 else shape)
     elif name == "digits":
         ds = load_digits()
     else:
         from jaxgd.data.tfds_source import load_tfds
 
         x_tr, y_tr, x_te, y_te, shape, classes = load_tfds(name, None if data_dir is None else os.fspath(data_dir))
-        ds = Dataset(x_tr, y_tr, x_te, y_te, num_classes=classes, name=name, image_shape=shape)
+        ds = Dataset(x_tr, y_tr, x_te, y_te, num_classes=classes, name=name, input_shape=shape)
     return subset(ds, n_train=n_train, validation=validation)
 
 
