@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/jaxgd train --out runs/demo
+	$(BIN)/jaxgd train --out runs/demo --overwrite
 
 # The suite runs in PYTEST_WORKERS processes (pytest-xdist), a test file per worker so that the
 # experiment fixtures shared by a file's tests run once; PYTEST_WORKERS=0 runs it in this process.

@@ -11,7 +11,7 @@ TRAINING_FIELDS = ("activation", "cost", "optimizer", "learning_rate", "batch_si
 
 def parser(prog: str, description: str, presets: dict, default_out: str):
     """A parser with ``--preset``, the data options and the training options every study shares."""
-    from jaxgd.cli import Parser, positive, add_data_options
+    from jaxgd.cli import Parser, add_data_options, add_out_options, positive
 
     p = Parser(prog=prog, description=description)
     p.add_argument("--preset", choices=tuple(presets), default=next(iter(presets)))
@@ -28,11 +28,7 @@ def parser(prog: str, description: str, presets: dict, default_out: str):
     p.add_argument("--seed", type=int)
     p.add_argument("--max-members", type=positive(int), dest="max_members",
                    help="train at most this many networks per program")
-    p.add_argument("--out", default=None, help=f"output directory (default {default_out.format(preset='<preset>')})")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the study in --out from its checkpoints: finished conditions are not trained again")
-    p.add_argument("--checkpoint-every", type=positive(int), default=10, dest="checkpoint_every",
-                   help="epochs between checkpoints (default 10)")
+    add_out_options(p, default_out.format(preset="<preset>"), 10)
     p.add_argument("--cpu-devices", type=positive(int), default=None, metavar="N", dest="cpu_devices",
                    help="on a CPU, make N JAX devices and spread the seeds over them (N = cores is fastest; "
                         "default: JAX's one CPU device)")
@@ -49,9 +45,13 @@ def config_from_args(args, presets: dict, fields: tuple[str, ...]):
 
 
 def main(prog: str, argv, parse_args, make_config, run, figures, format_table, default_out: str) -> int:
-    """Parses, runs, writes ``results.json`` and the figures, prints the table; bad input exits 2 in one line."""
-    from jaxgd.cli import guarded, prepare_out
+    """Parses, runs, commits ``results.json`` and the figures as one run directory (:mod:`jaxgd.rundir`),
+    prints the table; bad input exits 2 in one line."""
+    import json
+
+    from jaxgd.cli import guarded, run_mode
     from jaxgd.results import to_jsonable, write_json
+    from jaxgd.rundir import RunDir
 
     def body():
         args = parse_args(argv)
@@ -60,13 +60,16 @@ def main(prog: str, argv, parse_args, make_config, run, figures, format_table, d
 
             use_cpu_devices(args.cpu_devices)  # before JAX's first computation
         config = make_config(args)
-        out = prepare_out(Path(args.out or default_out.format(preset=args.preset)),
-                          to_jsonable(dataclasses.asdict(config)), args.resume)
-        write_json(out / "config.json", dataclasses.asdict(config))
-        results = run(config, progress=not args.quiet, checkpoint=out / "checkpoints",
-                      checkpoint_every=args.checkpoint_every)
-        write_json(out / "results.json", results)
-        figures(results, out)
+        out = Path(args.out or default_out.format(preset=args.preset))
+        with RunDir(out).open(run_mode(args), to_jsonable(dataclasses.asdict(config))) as run_dir:
+            if run_dir.finished:
+                results = json.loads((out / "results.json").read_text())
+            else:
+                results = run(config, progress=not args.quiet, checkpoint=run_dir.pending / "checkpoints",
+                              checkpoint_every=args.checkpoint_every)
+                write_json(run_dir.pending / "results.json", results)
+                figures(results, run_dir.pending)
+                run_dir.commit()
         print(format_table(results))
         print(f"{results['wall_seconds']:.0f} s -> {out}/results.json and figures in {out}")
         return 0

@@ -139,11 +139,7 @@ def run(config: LocalMinimaConfig, *, progress: bool = False, checkpoint=None, c
     from jaxgd.results import environment
 
     start = time.perf_counter()
-    unknown = set(config.modes) - set(MODES)
-    if unknown:
-        raise ValueError(f"Unknown mode {sorted(unknown)[0]!r}; choose from {', '.join(MODES)}.")
-    if any(w < 1 for w in config.widths) or not config.widths:
-        raise ValueError(f"Widths must be positive, got {config.widths}.")
+    validate(config)
     data = jaxgd.data.load(config.dataset if config.dataset is not None else "idx", data_dir=config.data_dir,
                            n_train=config.n_train)
     keys = jax.random.split(jax.random.key(config.seed), len(config.widths))
@@ -249,7 +245,17 @@ def parse_args(argv=None):
 def make_config(args) -> LocalMinimaConfig:
     from experiments.common import config_from_args
 
-    return config_from_args(args, PRESETS, ("widths", "depth", "modes", "pairs"))
+    return validate(config_from_args(args, PRESETS, ("widths", "depth", "modes", "pairs")))
+
+
+def validate(config: LocalMinimaConfig) -> LocalMinimaConfig:
+    """Raises ``ValueError`` naming the first bad field; returns ``config``."""
+    unknown = set(config.modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"Unknown mode {sorted(unknown)[0]!r}; choose from {', '.join(MODES)}.")
+    if not config.widths or any(w < 1 for w in config.widths):
+        raise ValueError(f"Widths must be positive, got {config.widths}.")
+    return config
 
 
 def main(argv=None) -> int:

@@ -187,17 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=d.matmul_precision,
                    help="float32 products everywhere (float32), or the platform's faster choice: "
                         "default (TF32 on GPUs)")
-    t.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (refused if the options differ)")
-    t.add_argument("--checkpoint-every", type=positive(int), default=1, help="epochs between checkpoints")
+    add_out_options(t, "runs/<timestamp>", 1)
     add_deterministic_option(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     r = sub.add_parser("rerun", help="train again from a finished run's config.json and compare the results",
                        formatter_class=_HelpFormatter)
     r.add_argument("run_dir", help="a directory written by `jaxgd train`")
-    r.add_argument("--out", default=None, help="where the rerun goes (default RUN_DIR-rerun)")
+    r.add_argument("--out", default=None, help="a new directory for the rerun (default RUN_DIR-rerun, or -2, -3, ...)")
 
     g = sub.add_parser("gradcheck", help="compare the hand-written backprop with jax.grad, layer by layer",
                        formatter_class=_HelpFormatter)
@@ -226,37 +223,26 @@ def use_deterministic_kernels() -> None:
 
 
 #: ``jaxgd train`` options that do not change the numbers a run produces.
-_NOT_RECORDED = ("command", "out", "resume", "quiet", "checkpoint_every")
+_NOT_RECORDED = ("command", "out", "resume", "overwrite", "quiet", "checkpoint_every")
 
 
-def prepare_out(out: Path, recorded: dict, resume: bool, section: str | None = None) -> Path:
-    """The output directory of a run whose ``config.json`` will hold ``recorded``.
+def run_mode(args) -> str:
+    """``new``, ``resume`` or ``overwrite``: how a run treats its ``--out`` (see :mod:`jaxgd.rundir`)."""
+    if args.resume and getattr(args, "overwrite", False):
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one.")
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out, the directory of the run to continue.")
+    return "resume" if args.resume else "overwrite" if getattr(args, "overwrite", False) else "new"
 
-    With ``resume``, refuses a directory whose ``config.json`` (its ``section``, if given)
-    differs from ``recorded``, naming the first field that differs; without it, removes old
-    checkpoints so that the run starts afresh.
-    """
-    import json
-    import shutil
 
-    from jaxgd.checkpoint import first_difference
-
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file, not a directory.")
-    config_file = out / "config.json"
-    if resume and config_file.exists():
-        try:
-            saved = json.loads(config_file.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--resume: cannot read {config_file} ({e}).") from None
-        current = recorded if section is None else recorded[section]
-        diff = first_difference(saved if section is None else saved.get(section, {}), current)
-        if diff is not None:
-            raise ValueError(f"--resume refused: {diff}; run with the same options or another --out.")
-    elif not resume and (out / "checkpoints").exists():
-        shutil.rmtree(out / "checkpoints")  # a new run in an old directory starts from scratch
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def add_out_options(p: argparse.ArgumentParser, default_out: str, checkpoint_every: int) -> None:
+    p.add_argument("--out", default=None, help=f"output directory (default {default_out})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (refused if the options differ)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the jaxgd run in --out (its files are replaced only once the new run is done)")
+    p.add_argument("--checkpoint-every", type=positive(int), default=checkpoint_every, dest="checkpoint_every",
+                   help="epochs between checkpoints")
 
 
 def resolve_model_options(args) -> None:
@@ -296,15 +282,12 @@ def model_name(model) -> str:
 def train_command(args) -> int:
     if args.deterministic:
         use_deterministic_kernels()
-    import jax
-    import numpy as np
-
-    from jaxgd import plots
     from jaxgd.config import TrainConfig
+    from jaxgd.fingerprint import digest
     from jaxgd.mlp import MLP
-    from jaxgd.models import describe, num_params
-    from jaxgd.results import environment, flatten_params, save_npz, write_json
-    from jaxgd.train import fit
+    from jaxgd.models import describe
+    from jaxgd.rundir import RunDir
+    from jaxgd.train import check
 
     if args.validation < 0:
         raise ValueError(f"--validation must be non-negative, got {args.validation}.")
@@ -323,19 +306,38 @@ def train_command(args) -> int:
         check_backprop(model, args.cost)
     run_config = {"command": "train", "dataset": data.name, "data_dir": args.data_dir, "n_train": data.n_train,
                   "n_test": int(data.x_test.shape[0]), "input_shape": list(data.input_shape),
+                  "data_digest": digest(data.x_train, data.y_train, data.x_test, data.y_test),
                   "model": describe(model), "seed": args.seed, "train": config.to_dict(),
                   # what `jaxgd rerun` replays: every option that changes the numbers
                   "options": {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_RECORDED}}
     if isinstance(model, MLP):
         run_config.update(sizes=list(model.sizes), activation=model.activation, output=model.output)
-    if args.resume and args.out is None:
-        raise ValueError("--resume needs --out, the directory of the run to continue.")
-    out = prepare_out(Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")),
-                      run_config, args.resume, section="options")
-    write_json(out / "config.json", run_config)
+    mode = run_mode(args)
+    check(args.seed, model, data, config, metrics=list(args.metrics) or None)  # before touching --out
+    out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    with RunDir(out).open(mode, run_config, section="options") as run_dir:
+        if run_dir.finished:
+            print(f"jaxgd: {out} holds this run, finished and verified: nothing to resume.")
+            return 0
+        train_into(run_dir.pending, args, data, model, config)
+        run_dir.commit()
+    print(summary_line(args, data, out))
+    return 0
+
+
+def train_into(work: Path, args, data, model, config) -> None:
+    """Trains and writes the run's files into ``work`` (a run directory's ``.pending``)."""
+    import jax
+    import numpy as np
+
+    from jaxgd import plots
+    from jaxgd.mlp import MLP
+    from jaxgd.models import num_params
+    from jaxgd.results import environment, flatten_params, save_npz, write_json
+    from jaxgd.train import fit
 
     result = fit(jax.random.key(args.seed), model, data, config, metrics=list(args.metrics) or None,
-                 checkpoint=out / "checkpoints", checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+                 checkpoint=work / "checkpoints", checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     model = result.model
     h = result.history
     metrics = {
@@ -346,28 +348,35 @@ def train_command(args) -> int:
         "diverged": bool(result.diverged), "diverged_epoch": int(result.diverged_epoch) if result.diverged else None,
         "initial": result.initial, "history": h, "environment": environment(),
     }
-    write_json(out / "metrics.json", metrics)
-    save_npz(out / "params.npz", flatten_params(result.params))
+    write_json(work / "metrics.json", metrics)
+    save_npz(work / "params.npz", flatten_params(result.params))
     title = (f"{data.name}: {model_name(model)} {args.activation}, {config.cost}, {config.optimizer} "
              f"lr={config.learning_rate}")
-    plots.learning_curve(h, result.initial, out / "learning_curve.png", title=title)
+    plots.learning_curve(h, result.initial, work / "learning_curve.png", title=title)
     if isinstance(model, MLP):
-        plots.weights_image(np.asarray(result.params[0]["w"]), data.input_shape, out / "weights.png",
+        plots.weights_image(np.asarray(result.params[0]["w"]), data.input_shape, work / "weights.png",
                             title=f"what each first-layer neuron looks for ({data.name})")
     else:  # the first convolution's filters, each drawn as a small image
         w = np.asarray(result.params["conv"][0]["w"]) if model.channels else None
         if w is not None:
-            plots.weights_image(w.reshape(-1, w.shape[-1]), w.shape[:-1], out / "weights.png",
+            plots.weights_image(w.reshape(-1, w.shape[-1]), w.shape[:-1], work / "weights.png",
                                 title=f"first-layer filters ({data.name})")
     if result.diverged:
         print(f"jaxgd: warning: training diverged at epoch {int(result.diverged_epoch)} (training cost "
               f"{metrics['train_cost']:.4g}, initially {float(result.initial['train_cost']):.4g}); it stopped there. "
               f"Try a smaller --lr than {config.learning_rate}.", file=sys.stderr)
-    print(f"{data.name} {model_name(model)} {args.activation}/{config.cost} {config.optimizer} "
-          f"lr={config.learning_rate} batch={config.batch_size or 'full'}: {result.epochs_run} epochs in "
-          f"{result.wall_seconds:.1f} s, train accuracy {metrics['train_accuracy']:.4f}, "
-          f"test accuracy {metrics['test_accuracy']:.4f}, test cost {metrics['test_cost']:.4f} -> {out}")
-    return 0
+
+
+def summary_line(args, data, out: Path) -> str:
+    """The one line ``jaxgd train`` ends with, read from the committed ``metrics.json``."""
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    name = "-".join(map(str, config["sizes"])) if "sizes" in config else f"cnn {','.join(map(str, args.channels))}"
+    return (f"{data.name} {name} {args.activation}/{args.cost} {args.optimizer} lr={args.lr} "
+            f"batch={args.batch_size or 'full'}: {m['epochs']} epochs in {m['wall_seconds']:.1f} s, train accuracy "
+            f"{m['train_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, test cost {m['test_cost']:.4f} -> {out}")
 
 
 def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz",)) -> list[str]:
@@ -393,38 +402,85 @@ def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz"
     return diffs
 
 
+#: Environment fields whose differences ``jaxgd rerun`` reports beside its verdict.
+PROVENANCE = ("jaxgd", "jax", "jaxlib", "optax", "numpy", "python", "backend", "device_kind", "device_count", "x64",
+              "XLA_FLAGS")
+
+
 def rerun_command(args) -> int:
     import json
+
+    from jaxgd.rundir import read_manifest, verify
 
     run_dir = Path(args.run_dir)
     recorded = run_dir / "config.json"
     if not recorded.is_file():
         raise FileNotFoundError(f"{run_dir} holds no config.json: not a directory written by `jaxgd train`.")
     try:
-        options = json.loads(recorded.read_text())["options"]
+        saved = json.loads(recorded.read_text())
+        options = saved["options"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{recorded} does not record the run's options ({e}).") from None
-    for name in ("metrics.json", "params.npz"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir} has no {name}: the run did not finish (continue it with "
-                                    f"`jaxgd train --resume --out {run_dir}` and its options).")
+    out = Path(args.out) if args.out else _fresh(Path(f"{run_dir.resolve()}-rerun"))
+    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        raise ValueError(f"rerun never writes into the run it checks: choose an --out outside {run_dir}.")
+    if read_manifest(run_dir) is not None:
+        problems = verify(run_dir)
+        if problems:
+            print(f"jaxgd rerun: NOT reproduced: {run_dir} does not verify: {'; '.join(problems)}", file=sys.stderr)
+            return 1
+    else:
+        for name in ("metrics.json", "params.npz"):
+            if not (run_dir / name).is_file():
+                raise FileNotFoundError(f"{run_dir} has no {name}: the run did not finish (continue it with "
+                                        f"`jaxgd train --resume --out {run_dir}` and its options).")
+        print(f"jaxgd rerun: note: {run_dir} has no manifest (written by jaxgd 0.1): its files cannot be verified")
     defaults = vars(build_parser().parse_args(["train"]))
     unknown = set(options) - set(defaults) - set(MODEL_DEFAULTS["mlp"])
     if unknown:
         raise ValueError(f"{recorded} has options this jaxgd does not know: {', '.join(sorted(unknown))}.")
-    args_ = argparse.Namespace(**{**defaults, **options, "out": args.out or f"{run_dir.resolve()}-rerun",
-                                  "resume": False, "quiet": True})
+    args_ = argparse.Namespace(**{**defaults, **options, "out": str(out), "resume": False, "overwrite": False,
+                                  "quiet": True})
     for name in ("hidden", "channels", "metrics"):
         if getattr(args_, name, None) is not None:
             setattr(args_, name, tuple(getattr(args_, name)))
-    print(f"jaxgd rerun: replaying {recorded} into {args_.out}")
+    print(f"jaxgd rerun: replaying {recorded} into {out}")
     train_command(args_)
-    diffs = compare_runs(run_dir, Path(args_.out))
+    for note in provenance_differences(run_dir, out):
+        print(f"jaxgd rerun: note: {note}")
+    diffs = compare_runs(run_dir, out)
     if diffs:
         print(f"jaxgd rerun: NOT reproduced: {'; '.join(diffs)}", file=sys.stderr)
         return 1
     print(f"jaxgd rerun: reproduced {run_dir}/metrics.json and params.npz exactly (wall-clock fields aside)")
     return 0
+
+
+def _fresh(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... : the first that does not exist."""
+    candidate, i = path, 1
+    while candidate.exists():
+        i += 1
+        candidate = path.with_name(f"{path.name}-{i}")
+    return candidate
+
+
+def provenance_differences(a: Path, b: Path) -> list[str]:
+    """Versions, platform and data that differ between two runs' records (``metrics.json``, ``config.json``)."""
+    import json
+
+    out = []
+    try:
+        env_a, env_b = (json.loads((d / "metrics.json").read_text()).get("environment", {}) for d in (a, b))
+        conf_a, conf_b = (json.loads((d / "config.json").read_text()) for d in (a, b))
+    except (OSError, ValueError):
+        return ["the runs' records could not be read"]
+    for field in PROVENANCE:
+        if env_a.get(field) != env_b.get(field):
+            out.append(f"{field} was {env_a.get(field)!r}, now {env_b.get(field)!r}")
+    if conf_a.get("data_digest") != conf_b.get("data_digest"):
+        out.append(f"the data differ: digest {conf_a.get('data_digest')} recorded, {conf_b.get('data_digest')} now")
+    return out
 
 
 def gradcheck_command(args) -> int:
@@ -466,6 +522,19 @@ def guarded(prog: str, body) -> int:
         return 2
     except USER_ERRORS as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only file system, no space left on the device, a file too large, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory; use fewer or smaller networks, or a smaller dataset", file=sys.stderr)
+        return 2
+    except Exception as e:  # XLA's own out-of-memory error, with the size it could not allocate
+        if "RESOURCE_EXHAUSTED" not in str(e) and "Out of memory" not in str(e):
+            raise
+        message = next((l.strip() for l in str(e).splitlines() if "memory" in l.lower()), str(e).splitlines()[0])
+        print(f"{prog}: error: out of memory: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -205,7 +205,63 @@ def _setup(key, member, conditions, make_spec, data, config, devices):
         arrays.update(x_val=data.x_val, y_val=data.y_val)
     if conditions is not None:
         arrays.update({k: np.asarray(v, arrays[k].dtype) for k, v in conditions.arrays.items()})
+    check_memory(key, spec, member, arrays, config, devices)
     return init_state(key, spec, member["hyperparams"], config.data_seed), arrays, spec
+
+
+class OutOfMemory(ValueError):
+    """A run that cannot fit in the memory of its devices, refused before anything is allocated."""
+
+
+def available_bytes(devices=None) -> int | None:
+    """Memory the run's devices offer: an accelerator's limit, or the host's available memory on a CPU."""
+    device = (devices or jax.devices())[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # not every backend reports it
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) * len(devices or jax.devices())
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(key, spec: Spec, member: dict, arrays: dict, config: TrainConfig, devices=None) -> None:
+    """Refuses, with how much it needs, a run whose parameters, optimizer state, gradients and data alone
+    exceed the memory available (activations come on top of that)."""
+    state = jax.eval_shape(lambda k: init_state(k, spec, member["hyperparams"], config.data_seed), key)
+    leaf_bytes = lambda tree: sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(tree)  # noqa: E731
+                                  if hasattr(a, "dtype") and not jnp.issubdtype(a.dtype, jax.dtypes.prng_key))
+    params, opt = leaf_bytes(state.params), leaf_bytes(state.opt_state)
+    data_bytes = sum(np.asarray(a).nbytes for a in arrays.values())
+    need = 3 * params + opt + data_bytes  # parameters, their gradients and updates, optimizer state, data
+    have = available_bytes(devices)
+    if have is not None and need > have:
+        who = f"{spec.members} members" if spec.population else "the network"
+        raise OutOfMemory(f"The run needs at least {need / 1e9:.1f} GB ({who}: parameters {params / 1e9:.2f} GB, "
+                          f"optimizer state {opt / 1e9:.2f} GB, data {data_bytes / 1e9:.2f} GB) but only "
+                          f"{have / 1e9:.1f} GB are available; use fewer or smaller networks (or max_members).")
+
+
+def check(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyperparams: dict | None = None,
+          learning_rates=None, conditions=None, metrics=None, devices=None, max_members: int | None = None) -> None:
+    """Every check :func:`fit` makes before training (its arguments, the data, the memory the run needs),
+    without allocating anything: drivers call it before they touch their output directory."""
+    model, key, member, _, make_spec = _validated(key, model, data, config, hyperparams, learning_rates,
+                                                  conditions, metrics, max_members)
+    if max_members is not None and key.ndim == 1 and max_members < key.shape[0]:
+        key = key[:max_members]
+        member = jax.tree.map(lambda a: a[:max_members], member)
+    population = key.ndim == 1
+    n_devices = len(devices) if devices is not None else jax.device_count()
+    spec = make_spec(members=int(key.shape[0]) if population else None, devices=n_devices if population else 1)
+    check_memory(key, spec, member, data.arrays(), config, devices)
 
 
 def prepare(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyperparams: dict | None = None,
