@@ -130,7 +130,7 @@ def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num
             params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx, data)
         else:
             params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx)
-        return TrainState(params, opt_state, step, new_key), None
+        return TrainState(params, opt_state, step, new_key, state.examples), None
 
     with jax.default_matmul_precision(spec.matmul_precision):  # read as the products are traced
         state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)
@@ -170,6 +170,47 @@ def evaluate_params(params, member: dict, data: dict, *, spec: Spec) -> dict[str
     return out
 
 
+def train_correct(params, member: dict, data: dict, *, spec: Spec) -> jax.Array:
+    """Whether one network classifies each training example correctly, ``(n_train,)`` bool."""
+    public = from_compute_layout(spec, params)
+    n = data["y_train"].shape[-1]
+    chunk = min(spec.eval_batch_size, n)
+    idx = jnp.arange(-(-n // chunk) * chunk).reshape(-1, chunk) % n
+
+    def one(i):
+        xb, yb = rows(data, spec, member["condition"], "train", i)
+        if isinstance(spec.model, MLP):
+            z = spec.model.logits(public, xb)
+        else:
+            z = spec.model.apply(public, xb.reshape((xb.shape[0],) + spec.input_shape))
+        return jnp.argmax(z, axis=-1) == yb
+
+    return jax.lax.map(one, idx).reshape(-1)[:n]
+
+
+def record_examples(state: TrainState, member: dict, data: dict, *, spec: Spec) -> TrainState:
+    """Updates each training example's record after an evaluation (Arpit et al. 2017, arXiv 1706.05394;
+    Toneva et al. 2019, arXiv 1812.05159).
+
+    ``learned_at`` is the epoch from which the example has stayed correctly classified at every
+    evaluation since (-1 while it is misclassified); ``forgets`` counts its forgetting events
+    (correct at one evaluation, wrong at the next); ``correct`` is its latest state. The first
+    call (step 0) starts the record from the initial network.
+    """
+    def one(params, m, record, step):
+        correct = train_correct(params, m, data, spec=spec)
+        epoch = (step // max(spec.steps_per_epoch, 1)).astype(jnp.int32)
+        first = step == 0
+        stayed = record["correct"] & correct & ~first
+        return {"learned_at": jnp.where(correct, jnp.where(stayed, record["learned_at"], epoch), -1),
+                "forgets": record["forgets"] + (record["correct"] & ~correct & ~first),
+                "correct": correct}
+
+    fn = over_members(one, spec, (0, 0, 0, 0)) if spec.population else one
+    with jax.default_matmul_precision(spec.matmul_precision):
+        return state._replace(examples=fn(state.params, member, state.examples, state.step))
+
+
 def evaluate_state(state: TrainState, member: dict, data: dict, *, spec: Spec):
     fn = functools.partial(evaluate_params, spec=spec)
     if spec.population:
@@ -199,10 +240,16 @@ def train_chunk(state: TrainState, member: dict, data: dict, *, spec: Spec, num_
       scalars (or ``(S,)``) after the last epoch of the chunk.
     """
     state = train_epochs(state, member, data, spec=spec, num_epochs=num_epochs)
-    return state, evaluate_state(state, member, data, spec=spec) if evaluate else None
+    if not evaluate:
+        return state, None
+    if spec.record_examples:
+        state = record_examples(state, member, data, spec=spec)
+    return state, evaluate_state(state, member, data, spec=spec)
 
 
 #: :func:`train_chunk` compiled (the state donated): what :func:`jaxgd.fit` calls.
 compiled_chunk = jax.jit(train_chunk, static_argnames=("spec", "num_epochs", "evaluate"), donate_argnums=(0,))
 #: :func:`evaluate_state` compiled.
 compiled_eval = jax.jit(evaluate_state, static_argnames=("spec",))
+#: :func:`record_examples` compiled (the record's start, from the initial networks).
+compiled_record = jax.jit(record_examples, static_argnames=("spec",))

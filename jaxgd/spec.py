@@ -73,11 +73,14 @@ class Spec:
     deferred_steps: int = 1  # steps per block of deferred first-layer updates (1: none)
     matmul_precision: str = MATMUL_PRECISION  # TrainConfig.matmul_precision, applied as the programs are traced
     metrics: tuple = ()  # ((name, jaxgd.metrics.Metric), ...)
+    n_train: int = 0  # training examples
+    record_examples: bool = False  # keep each training example's learned-at epoch and forgetting events
 
     @classmethod
     def make(cls, model, config: TrainConfig, optimizer: Optimizer, n_train: int, input_shape: tuple[int, ...], *,
              population: bool = False, members: int | None = None, condition_arrays: tuple[str, ...] = (),
-             per_member: tuple[str, ...] = (), metrics: tuple = (), devices: int = 1, **kw) -> "Spec":
+             per_member: tuple[str, ...] = (), metrics: tuple = (), devices: int = 1, record_examples: bool = False,
+             **kw) -> "Spec":
         batch = n_train if config.batch_size is None else config.batch_size
         steps = 1 if config.batch_size is None else n_train // batch
         # a population shares its order when the config says so (tests may force it either way)
@@ -95,7 +98,8 @@ class Spec:
                    gradient=config.gradient, input_shape=tuple(input_shape),
                    eval_batch_size=_eval_chunk(model, config, members, _prod(input_shape)),
                    population=population, condition_arrays=condition_arrays, members=members,
-                   matmul_precision=config.matmul_precision, metrics=tuple(metrics), **kw)
+                   matmul_precision=config.matmul_precision, metrics=tuple(metrics), n_train=n_train,
+                   record_examples=record_examples, **kw)
 
 
 def choose_kernel(model, config: TrainConfig, optimizer: Optimizer, *, batch_size: int, population: bool,

@@ -20,6 +20,13 @@ class TrainState(NamedTuple):
     opt_state: Any  # optax state with the injected hyperparameters, ([S,] ...)
     step: jax.Array  # ([S],) int32: optimizer steps taken
     data_key: jax.Array  # typed key, ([S],) per member or () for a shared order
+    examples: Any = None  # with record_examples: {"learned_at", "forgets", "correct"}, ([S,] n_train) each
+
+
+def empty_record(n: int) -> dict:
+    """The per-example record of one network before its first evaluation (see :mod:`jaxgd.loop`)."""
+    return {"learned_at": jnp.full((n,), -1, jnp.int32), "forgets": jnp.zeros((n,), jnp.int32),
+            "correct": jnp.zeros((n,), bool)}
 
 
 def as_key(key) -> jax.Array:
@@ -52,12 +59,13 @@ def init_state(key: jax.Array, spec, hyperparams: dict, data_seed: int = 0) -> T
         k_init, k_data = jax.random.split(k)
         params = to_compute_layout(spec, spec.model.init(k_init))
         opt_state = spec.optimizer.transform(hp).init(params)
-        return params, opt_state, jnp.zeros((), jnp.int32), k_data
+        examples = empty_record(spec.n_train) if spec.record_examples else None
+        return params, opt_state, jnp.zeros((), jnp.int32), k_data, examples
 
     hyperparams = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
     if not spec.population:
         return TrainState(*one(key, hyperparams))
-    params, opt_state, step, data_keys = jax.vmap(one)(key, hyperparams)
+    params, opt_state, step, data_keys, examples = jax.vmap(one)(key, hyperparams)
     if spec.shared_order:
         data_keys = jax.random.key(data_seed)
-    return TrainState(params, opt_state, step, data_keys)
+    return TrainState(params, opt_state, step, data_keys, examples)

@@ -56,6 +56,9 @@ class FitResult:
       num_devices: devices the member axis was spread over.
       model: the model trained (with ``config.init`` applied).
       hyperparams: each member's base hyperparameters, ``{name: ([S],)}``.
+      examples: with ``record_examples``, each training example's record: ``learned_at`` (the
+        epoch from which it has stayed correctly classified, -1 if it is not at the end),
+        ``forgets`` (its forgetting events) and ``correct``, ``([S,] n_train)`` each.
     """
 
     params: Any
@@ -71,6 +74,7 @@ class FitResult:
     num_devices: int = 1
     model: Any = None
     hyperparams: dict | None = None
+    examples: dict | None = None
 
     def final(self, metric: str) -> np.ndarray:
         """The last evaluated value of ``metric`` (``([S],)``)."""
@@ -87,7 +91,8 @@ class FitResult:
         return dataclasses.replace(self, params=jax.tree.map(lambda a: a[i], self.params), history=history,
                                    initial=take(self.initial), diverged=np.asarray(self.diverged)[i],
                                    diverged_epoch=np.asarray(self.diverged_epoch)[i], num_members=None,
-                                   hyperparams=take(self.hyperparams or {}))
+                                   hyperparams=take(self.hyperparams or {}),
+                                   examples=None if self.examples is None else take(self.examples))
 
 
 def _check_data(model, data: Dataset) -> None:
@@ -153,7 +158,8 @@ class Prepared(NamedTuple):
     spec: Spec
 
 
-def _validated(key, model, data, config, hyperparams, learning_rates, conditions, metrics, max_members):
+def _validated(key, model, data, config, hyperparams, learning_rates, conditions, metrics, max_members,
+               record_examples=False):
     """Checks ``fit``'s arguments before anything is traced; returns what the run is made of."""
     check_model(model)
     if not isinstance(config, TrainConfig):
@@ -190,7 +196,8 @@ def _validated(key, model, data, config, hyperparams, learning_rates, conditions
     metric_list = metrics_module.resolve(metrics)
     make_spec = functools.partial(Spec.make, model, config, optimizer, data.n_train, data.input_shape,
                                   population=population, per_member=per_member, metrics=metric_list,
-                                  condition_arrays=tuple(sorted(conditions.arrays)) if conditions is not None else ())
+                                  condition_arrays=tuple(sorted(conditions.arrays)) if conditions is not None else (),
+                                  record_examples=bool(record_examples))
     return model, key, member, metric_list, make_spec
 
 
@@ -278,7 +285,7 @@ def prepare(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, h
 def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyperparams: dict | None = None,
         learning_rates=None, conditions=None, metrics=None, devices=None, max_members: int | None = None,
         checkpoint=None, checkpoint_every: int = 1, progress: bool = False,
-        callback: Callable[[int, dict], None] | None = None) -> FitResult:
+        callback: Callable[[int, dict], None] | None = None, record_examples: bool = False) -> FitResult:
     """Trains ``model`` on ``data`` by gradient descent.
 
     Args:
@@ -312,12 +319,15 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
       progress: show a tqdm progress bar (cost, accuracy, ETA) on stderr.
       callback: called as ``callback(epoch, metrics)`` after every evaluation, with the
         evaluation's metrics as NumPy arrays (``([S],)`` each).
+      record_examples: keep, inside the compiled program, each training example's learned-at
+        epoch and forgetting events at every evaluation (``FitResult.examples``; Arpit et al.
+        2017, Toneva et al. 2019). Evaluate every epoch (``eval_every=1``) for epoch resolution.
 
     Returns:
       A :class:`FitResult`.
     """
     model, key, member, metric_list, make_spec = _validated(key, model, data, config, hyperparams, learning_rates,
-                                                            conditions, metrics, max_members)
+                                                            conditions, metrics, max_members, record_examples)
     members = int(key.shape[0]) if key.ndim == 1 else None
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive number of epochs, got {checkpoint_every!r}.")
@@ -354,7 +364,8 @@ def _flat(prefix: str, value, out: dict) -> dict:
     return out
 
 
-def fingerprint(key, model, config: TrainConfig, member: dict, data_fields: dict, metric_list=()) -> dict:
+def fingerprint(key, model, config: TrainConfig, member: dict, data_fields: dict, metric_list=(),
+                record_examples: bool = False) -> dict:
     """Everything that determines a run's numbers, field by field (hashes for arrays, records for functions)."""
     fields = _flat("model", describe(model), {})
     _flat("train", config.to_dict(), fields)
@@ -363,6 +374,7 @@ def fingerprint(key, model, config: TrainConfig, member: dict, data_fields: dict
                    "conditions.index": digest(member["condition"])})
     fields.update({f"hyperparams.{k}": digest(v) for k, v in sorted(member["hyperparams"].items())})
     fields.update({f"metrics.{name}": [m.kind, describe_or_none(m.fn)[0]] for name, m in metric_list})
+    fields["record_examples"] = bool(record_examples)
     return fields
 
 
@@ -391,7 +403,7 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
     restored = {"epochs_done": 0, "finished": False, "history": {}, "initial": None,
                 "diverged": np.zeros(shape, bool), "diverged_epoch": np.full(shape, -1)}
     if checkpoint_file is not None:
-        fp = fingerprint(key, model, config, member, data_fields, metric_list)
+        fp = fingerprint(key, model, config, member, data_fields, metric_list, spec.record_examples)
         if checkpoint_file.exists():
             problems = unrecordable(model, config, metric_list)
             if problems:
@@ -415,6 +427,8 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
     initial = restored["initial"]
     if initial is None:
         initial = host(loop.compiled_eval(state, member, arrays, spec=spec))
+        if spec.record_examples:
+            state = loop.compiled_record(state, member, arrays, spec=spec)
     history = restored["history"]
     rows_ = [{k: v[..., i] for k, v in history.items()} for i in range(len(history.get("epoch", ())))]
     diverged, diverged_epoch = np.asarray(restored["diverged"]), np.asarray(restored["diverged_epoch"])
@@ -466,7 +480,8 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
     return FitResult(params=params, history=_stack(rows_), initial=initial, diverged=diverged,
                      diverged_epoch=diverged_epoch, epochs_run=epochs_done, state=state,
                      wall_seconds=time.perf_counter() - start, config=config, num_members=members,
-                     num_devices=spec.member_shards, model=model, hyperparams=hp_host)
+                     num_devices=spec.member_shards, model=model, hyperparams=hp_host,
+                     examples=None if state.examples is None else host(state.examples))
 
 
 def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
@@ -512,7 +527,9 @@ def _fit_in_chunks(run, keys, member, conditions, max_members, checkpoint) -> Fi
                      diverged_epoch=cat(*[r.diverged_epoch for r in results]), epochs_run=epochs,
                      state=results[-1].state, wall_seconds=time.perf_counter() - start, config=results[0].config,
                      num_members=members, num_devices=results[0].num_devices, model=results[0].model,
-                     hyperparams={k: cat(*[r.hyperparams[k] for r in results]) for k in results[0].hyperparams})
+                     hyperparams={k: cat(*[r.hyperparams[k] for r in results]) for k in results[0].hyperparams},
+                     examples=None if results[0].examples is None else
+                     {k: cat(*[r.examples[k] for r in results]) for k in results[0].examples})
 
 
 def _pad_history(values: np.ndarray, length: int) -> np.ndarray:
