@@ -92,6 +92,12 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=lambda v: str(Path(v).expanduser().resolve()), default=None,
                    help="a directory of IDX files (train-images-idx3-ubyte[.gz], ...); with --dataset, the TFDS data dir")
     p.add_argument("--n-train", type=positive(int), default=None, help="use only the first N training examples")
+    p.add_argument("--num-classes", type=positive(int), default=None, metavar="N",
+                   help="the number of classes: every label must lie in [0, N) (IDX default: the largest label plus "
+                        "one, only when every class is present in the training labels)")
+    p.add_argument("--input-scale", choices=("255", "minmax", "none"), default=None,
+                   help="IDX images: divide by 255, map the training images' min..max to 0..1, or take as they are "
+                        "(default: uint8 images divided by 255, other dtypes refused)")
 
 
 def load_data(args):
@@ -100,7 +106,8 @@ def load_data(args):
     if args.data_dir is not None and not Path(args.data_dir).exists():
         raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist.")
     name = args.dataset if args.dataset is not None else ("idx" if args.data_dir is not None else "digits")
-    return data.load(name, data_dir=args.data_dir, n_train=args.n_train, validation=getattr(args, "validation", 0))
+    return data.load(name, data_dir=args.data_dir, n_train=args.n_train, validation=getattr(args, "validation", 0),
+                     num_classes=getattr(args, "num_classes", None), scale=getattr(args, "input_scale", None))
 
 
 #: What ``--model`` brings when an option is not given: the lesson's network, and a CNN setup that reaches

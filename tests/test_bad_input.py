@@ -40,6 +40,16 @@ def _nan_images(path):
     write_idx(path / "train-images-idx3-ubyte", images)
 
 
+def _label_255(path):
+    labels = (np.arange(60) % 10).astype(np.uint8)
+    labels[17] = 255
+    write_idx(path / "train-labels-idx1-ubyte", labels)
+
+
+def _float_images(path):
+    write_idx(path / "train-images-idx3-ubyte", np.full((60, 28, 28), 255.0, np.float32))
+
+
 def _checkpointed_run(tmp, name, damage):
     out = tmp / name
     assert main(["train", "--epochs", "2", "--quiet", "--out", str(out)]) == 0
@@ -73,6 +83,12 @@ CLI_CASES = [
     ("IDX image/label count mismatch", ["train", "--data-dir", "{mismatched}"], "60"),
     ("IDX labels out of range", ["train", "--data-dir", "{negative_labels}"], "non-negative integer labels"),
     ("IDX NaN inputs", ["train", "--data-dir", "{nan_images}"], "NaN"),
+    ("IDX label 255 among ten classes", ["train", "--data-dir", "{label_255}"], "has label 255 at index 17"),
+    ("IDX float images without a scale", ["train", "--data-dir", "{float_images}"],
+     "holds float32 images with values in [255.0, 255.0], not uint8"),
+    ("labels beyond --num-classes", ["train", "--num-classes", "5"], "is out of range for num_classes=5"),
+    ("input scale for the digits", ["train", "--input-scale", "255"], "applies to IDX files only"),
+    ("unknown input scale", ["train", "--input-scale", "max"], "'max'"),
     ("empty hidden sizes", ["train", "--hidden", ""], "got ''"),
     ("zero hidden size", ["train", "--hidden", "16,0"], "'16,0'"),
     ("hidden not numbers", ["train", "--hidden", "16,x"], "'16,x'"),
@@ -122,6 +138,7 @@ def places(tmp_path_factory):
         "mismatched": _idx_dir(tmp, "mismatched", _mismatched),
         "negative_labels": _idx_dir(tmp, "negative", _negative_labels),
         "nan_images": _idx_dir(tmp, "nan", _nan_images),
+        "label_255": _idx_dir(tmp, "label255", _label_255), "float_images": _idx_dir(tmp, "float", _float_images),
         "corrupt_ckpt": _checkpointed_run(tmp, "corrupt", lambda f: f.write_bytes(f.read_bytes()[:500])),
         "foreign_ckpt": _checkpointed_run(tmp, "foreign", _foreign_version),
         "other_ckpt": _checkpointed_run(tmp, "other", lambda f: None),

@@ -1,8 +1,8 @@
 """Data sources: scikit-learn's bundled digits, TFDS datasets and IDX directories.
 
-``load(name)`` returns a :class:`Dataset` of float32 inputs in [0, 1] (stored as flat
-rows, with their ``input_shape``) and int32 labels; research code can also build a
-``Dataset`` from its own arrays.
+``load(name)`` returns a :class:`Dataset` of float32 inputs in [0, 1] (IDX files: as ``scale``
+says), stored as flat rows with their ``input_shape``, and int32 labels; research code can
+also build a ``Dataset`` from its own arrays.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _positive_count(name: str, value, allow_zero: bool = False):
 
 
 def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = None, n_train: int | None = None,
-         validation: int | float = 0) -> Dataset:
+         validation: int | float = 0, num_classes: int | None = None, scale: str | None = None) -> Dataset:
     """Loads a dataset.
 
     Args:
@@ -68,6 +68,13 @@ def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = No
       n_train: keep only the first ``n_train`` training examples.
       validation: examples (an int) or a fraction (a float in (0, 1)) moved from
         the end of the training split into ``x_val``/``y_val``.
+      num_classes: the number of classes; every label must lie in ``[0, num_classes)``. For IDX
+        files it is otherwise inferred only when the training labels are 0..K-1 with every class
+        present (see :func:`jaxgd.data.idx.infer_num_classes`); other sources know their own.
+      scale: IDX files only: how images become inputs, ``"255"`` (divide by 255), ``"minmax"``
+        (the training images' min and max to 0 and 1, the test images by the same map) or
+        ``"none"`` (as they are). Without it ``uint8`` images are divided by 255 and any other
+        dtype is refused, naming the file, its dtype and value range.
 
     Returns:
       A :class:`Dataset`.
@@ -81,11 +88,15 @@ def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = No
     if name is not None and not isinstance(name, str):
         raise TypeError(f"Dataset name must be a string, got {name!r}.")
 
+    num_classes = _positive_count("num_classes", num_classes)
+    if scale is not None and name not in (None, "idx"):
+        raise ValueError(f"scale={scale!r} applies to IDX files only; {name} is scaled by its source.")
+
     if name in (None, "idx"):
         if data_dir is None:
             raise ValueError("Reading IDX files needs data_dir, the directory that holds them.")
-        x_tr, y_tr, x_te, y_te, shape = load_idx_dir(data_dir)
-        ds = Dataset(x_tr, y_tr, x_te, y_te, name=f"idx:{os.fspath(data_dir)}",
+        x_tr, y_tr, x_te, y_te, shape, classes = load_idx_dir(data_dir, num_classes=num_classes, scale=scale)
+        ds = Dataset(x_tr, y_tr, x_te, y_te, num_classes=classes, name=f"idx:{os.fspath(data_dir)}",
                      input_shape=shape + (1,) if len(shape) == 2 else shape)
     elif name == "digits":
         ds = load_digits()
@@ -94,6 +105,8 @@ def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = No
 
         x_tr, y_tr, x_te, y_te, shape, classes = load_tfds(name, None if data_dir is None else os.fspath(data_dir))
         ds = Dataset(x_tr, y_tr, x_te, y_te, num_classes=classes, name=name, input_shape=shape)
+    if num_classes is not None and num_classes != ds.num_classes:
+        ds = ds.replace(num_classes=num_classes)  # Dataset checks every label against it
     return subset(ds, n_train=n_train, validation=validation)
 
 

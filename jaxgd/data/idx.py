@@ -7,11 +7,15 @@ dimensions, then one 32-bit size per dimension — followed by the raw array.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from jaxgd.bounded import CHUNK, excess, not_a_regular_file, read_exact
 
 #: IDX type code -> big-endian NumPy dtype.
 IDX_TYPES = {
@@ -23,9 +27,15 @@ IDX_TYPES = {
     0x0E: np.dtype(">f8"),
 }
 
+#: The most elements one IDX file may claim: 2**31, the limit of int32 indexing.
+MAX_ELEMENTS = 2 ** 31
+#: The most bytes of data one IDX file may claim: 2 GiB, four times the largest standard IDX file
+#: (EMNIST ByClass's training images, 547 MB). Raise it here for larger data of your own.
+MAX_BYTES = 2 ** 31
+
 
 class IDXError(ValueError):
-    """A file is not a well-formed IDX file."""
+    """A file is not a well-formed IDX file, or holds data that cannot be used as it is."""
 
 
 def _open(path: Path):
@@ -33,30 +43,53 @@ def _open(path: Path):
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads one IDX file (optionally gzipped) into a native-endian array."""
+    """Reads one IDX file (optionally gzipped) into a native-endian array, within bounds.
+
+    Refused with a sentence naming the file, before anything large is allocated: a path that
+    is not a regular file (a FIFO would block, a device never end), a bad magic number, and a
+    header claiming more than :data:`MAX_ELEMENTS` elements or :data:`MAX_BYTES` bytes. The
+    body is then read (gzip inflated) in chunks into one buffer of the promised size; a file
+    that ends early is truncated, and one that holds anything after its promise is refused as
+    soon as that is seen, so a gzip bomb is never inflated beyond what its header promised.
+    """
     path = Path(path)
     try:
+        kind = not_a_regular_file(path)
+        if kind is not None:
+            raise IDXError(f"{path} is {kind}, not a regular file; an IDX file must be one.")
         with _open(path) as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4:
+                raise IDXError(f"{path} is too short to be an IDX file ({len(head)} bytes).")
+            zero, code, ndim = int.from_bytes(head[:2], "big"), head[2], head[3]
+            if zero != 0 or code not in IDX_TYPES or ndim == 0:
+                raise IDXError(f"{path} has a bad IDX magic number 0x{head.hex()} (expected 0x000008NN for "
+                               "unsigned bytes).")
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise IDXError(f"{path} is truncated inside its header.")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            dtype = IDX_TYPES[code]
+            elements = math.prod(shape)
+            expected = elements * dtype.itemsize
+            if elements > MAX_ELEMENTS or expected > MAX_BYTES:
+                raise IDXError(f"{path} claims a {shape} array of {dtype.name} ({expected} bytes), more than the "
+                               f"{MAX_ELEMENTS} elements or {MAX_BYTES} bytes jaxgd reads from one IDX file "
+                               "(jaxgd.data.idx.MAX_ELEMENTS, MAX_BYTES).")
+            body = read_exact(f, expected)
+            if len(body) < expected:
+                raise IDXError(f"{path} is truncated: its header promises {shape} ({expected} bytes of data) but it "
+                               f"holds {len(body)}.")
+            extra = excess(f)
+    except (OSError, EOFError, zlib.error) as e:
         raise IDXError(f"Cannot read IDX file {path}: {e}.") from None
-    if len(raw) < 4:
-        raise IDXError(f"{path} is too short to be an IDX file ({len(raw)} bytes).")
-    zero, code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
-    if zero != 0 or code not in IDX_TYPES or ndim == 0:
-        raise IDXError(f"{path} has a bad IDX magic number 0x{raw[:4].hex()} (expected 0x000008NN for unsigned bytes).")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise IDXError(f"{path} is truncated inside its header.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = IDX_TYPES[code]
-    expected = int(np.prod(shape)) * dtype.itemsize
-    body = len(raw) - header
-    if body < expected:
-        raise IDXError(f"{path} is truncated: its header promises {shape} ({expected} bytes of data) but it holds {body}.")
-    if body > expected:
-        raise IDXError(f"{path} has {body - expected} bytes after the {shape} array its header describes.")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    if extra:
+        more = "at least " if extra == CHUNK else ""
+        raise IDXError(f"{path} has {more}{extra} bytes after the {shape} array its header describes.")
+    array = body.view(dtype).reshape(shape)
+    if not dtype.isnative:  # in place: no second copy of the data
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -90,7 +123,7 @@ def find_idx_files(data_dir: str | os.PathLike) -> dict[tuple[str, str], Path]:
     if not data_dir.is_dir():
         raise NotADirectoryError(f"Data directory {data_dir} is not a directory.")
     try:
-        names = sorted(p.name for p in data_dir.iterdir() if p.is_file())
+        names = sorted(p.name for p in data_dir.iterdir())  # a FIFO or directory is refused by read_idx, by name
     except PermissionError:
         raise PermissionError(f"Data directory {data_dir} cannot be read.") from None
     found = {}
@@ -111,18 +144,87 @@ def find_idx_files(data_dir: str | os.PathLike) -> dict[tuple[str, str], Path]:
     return found
 
 
-def _as_unit_inputs(images: np.ndarray) -> np.ndarray:
+#: How ``load_idx_dir`` may scale images, by ``scale=`` (``--input-scale``): ``"255"`` divides by 255,
+#: ``"minmax"`` maps the training images' minimum and maximum to 0 and 1 (test images by the same map),
+#: ``"none"`` takes the values as they are. Without a choice, only ``uint8`` images are read (divided by 255).
+SCALES = ("255", "minmax", "none")
+
+
+def _scaled(images: np.ndarray, path: Path, scale: str | None, bounds: tuple[float, float] | None = None):
+    """Flat float32 rows of ``images``, scaled as ``scale`` says (``bounds``: minmax's (min, max) from training)."""
     flat = images.reshape(images.shape[0], -1)
-    if images.dtype == np.uint8:
-        return flat.astype(np.float32) / 255.0
+    if images.dtype != np.uint8 and flat.size and not np.all(np.isfinite(flat)):
+        raise IDXError(f"{path} contains NaN or infinite values.")
+    if scale is None and images.dtype != np.uint8:
+        low, high = (flat.min(), flat.max()) if flat.size else (0, 0)
+        raise IDXError(f"{path} holds {images.dtype} images with values in [{low}, {high}], not uint8, so jaxgd "
+                       "does not guess their scale: pass scale= (--input-scale) '255', 'minmax' or 'none'.")
     flat = flat.astype(np.float32)
-    if not np.all(np.isfinite(flat)):
-        raise IDXError("IDX images contain NaN or infinite values.")
+    if scale in (None, "255"):
+        flat /= np.float32(255)
+    elif scale == "minmax":
+        low, high = bounds
+        flat -= np.float32(low)
+        flat /= np.float32(high - low)
     return flat
 
 
-def load_idx_dir(data_dir: str | os.PathLike):
-    """Loads ``(x_train, y_train, x_test, y_test, image_shape)`` from a directory of IDX files."""
+def _minmax_bounds(images: np.ndarray, path: Path) -> tuple[float, float]:
+    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise IDXError(f"{path} contains NaN or infinite values.")
+    if not low < high:
+        raise IDXError(f"{path}: scale='minmax' needs images that are not all equal, but every value is {low}.")
+    return low, high
+
+
+def _check_labels(labels: np.ndarray, path: Path, num_classes: int) -> None:
+    """Every label of ``labels`` must lie in ``[0, num_classes)``; names the first that does not."""
+    wide = labels.astype(np.int64, copy=False)
+    bad = np.flatnonzero((wide < 0) | (wide >= num_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise IDXError(f"{path} has label {int(labels[i])} at index {i}, outside [0, {num_classes}) for "
+                       f"{num_classes} classes.")
+
+
+def infer_num_classes(labels: np.ndarray, path: Path) -> int:
+    """The number of classes, K = max+1, when the training labels are 0..K-1 with every class present.
+
+    Refused, naming the first label past the gap, when a class is missing below the largest label
+    (a stray 255 among ten digits would otherwise make 256 classes) or is far rarer than an even
+    split would make it (fewer than 1% of ``len(labels) / K``: a single stray 10 among 60,000
+    digits would otherwise make an eleventh class). Then ``num_classes`` must be given.
+    """
+    if not labels.size:
+        raise IDXError(f"{path} holds no labels, so the number of classes cannot be inferred; give num_classes.")
+    values, counts = np.unique(labels, return_counts=True)  # sorted; no array as long as the largest label
+    missing = np.flatnonzero(values != np.arange(values.size))
+    rare = np.flatnonzero(counts < 0.01 * labels.size / values.size)
+    if missing.size:
+        gap = int(missing[0])
+        i = int(np.argmax(labels > gap))
+        why = f"no training example of class {gap}"
+    elif rare.size:
+        gap = int(rare[0])
+        i = int(np.argmax(labels == gap))
+        why = f"only {int(counts[gap])} of its {labels.size} examples in class {gap}"
+    else:
+        return int(values.size)
+    raise IDXError(f"{path} has label {int(labels[i])} at index {i} but {why}, so the number of classes is not "
+                   "clear: give num_classes= (--num-classes) or fix the labels.")
+
+
+def load_idx_dir(data_dir: str | os.PathLike, *, num_classes: int | None = None, scale: str | None = None):
+    """Loads ``(x_train, y_train, x_test, y_test, image_shape, num_classes)`` from a directory of IDX files.
+
+    Nothing is guessed: labels must be integers in ``[0, num_classes)`` (``num_classes`` is inferred
+    by :func:`infer_num_classes` when not given), checked before they are narrowed to int32; images
+    that are not ``uint8`` need a ``scale`` from :data:`SCALES`, and ``uint8`` images are divided by
+    255 unless another ``scale`` is given. Each refusal names the file.
+    """
+    if scale is not None and scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}, got {scale!r}.")
     files = find_idx_files(data_dir)
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
@@ -136,16 +238,23 @@ def load_idx_dir(data_dir: str | os.PathLike):
             raise IDXError(
                 f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels."
             )
-        if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-            raise IDXError(f"{lbl_path} must hold non-negative integer labels.")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise IDXError(f"{lbl_path} must hold non-negative integer labels, not {labels.dtype}.")
+        if labels.size and labels.min() < 0:
+            i = int(np.argmax(labels < 0))
+            raise IDXError(f"{lbl_path} must hold non-negative integer labels, but has {int(labels[i])} at index {i}.")
     train_shape = arrays[("train", "images")].shape[1:]
     test_shape = arrays[("test", "images")].shape[1:]
     if train_shape != test_shape:
         raise IDXError(f"Train images are {train_shape} but test images are {test_shape}.")
-    return (
-        _as_unit_inputs(arrays[("train", "images")]),
-        arrays[("train", "labels")].astype(np.int32),
-        _as_unit_inputs(arrays[("test", "images")]),
-        arrays[("test", "labels")].astype(np.int32),
-        tuple(int(s) for s in train_shape),
-    )
+    if num_classes is None:
+        num_classes = infer_num_classes(arrays[("train", "labels")], files[("train", "labels")])
+    for split in ("train", "test"):
+        _check_labels(arrays[(split, "labels")], files[(split, "labels")], num_classes)
+    bounds = None
+    if scale == "minmax":
+        bounds = _minmax_bounds(arrays[("train", "images")], files[("train", "images")])
+    x = {split: _scaled(arrays[(split, "images")], files[(split, "images")], scale, bounds)
+         for split in ("train", "test")}
+    return (x["train"], arrays[("train", "labels")].astype(np.int32), x["test"],
+            arrays[("test", "labels")].astype(np.int32), tuple(int(s) for s in train_shape), num_classes)
