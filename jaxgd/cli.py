@@ -85,11 +85,19 @@ def fraction(text: str) -> float:
     return value
 
 
+def resolved_path(text: str) -> str:
+    """An absolute path (symlinks resolved), or a one-line usage error for a path that cannot be resolved."""
+    try:
+        return str(Path(text).expanduser().resolve())
+    except (RuntimeError, OSError) as e:  # a symlink loop, a path too long, ...
+        raise argparse.ArgumentTypeError(f"cannot resolve {text!r}: {e}") from None
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None,
                    help="'digits' (embedded, the default), or a TFDS name: mnist, fashion_mnist, kmnist, cifar10, ...")
     # recorded absolute, so that `jaxgd rerun` and --resume find the data from any working directory
-    p.add_argument("--data-dir", type=lambda v: str(Path(v).expanduser().resolve()), default=None,
+    p.add_argument("--data-dir", type=resolved_path, default=None,
                    help="a directory of IDX files (train-images-idx3-ubyte[.gz], ...); with --dataset, the TFDS data dir")
     p.add_argument("--n-train", type=positive(int), default=None, help="use only the first N training examples")
     p.add_argument("--num-classes", type=positive(int), default=None, metavar="N",
