@@ -58,7 +58,7 @@ def weights_image(w: np.ndarray, image_shape: tuple[int, ...] | None, path: str 
                   title: str = "first-layer weights") -> None:
     """Each first-hidden-layer neuron's incoming weights drawn in the input's image shape.
 
-    ``w`` is ``(n_in, n_hidden)``. Blue is negative, red positive, each neuron on its
+    ``w`` is ``(n_in, n_hidden)``; 1-D inputs are drawn as one row. Blue is negative, red positive, each neuron on its
     own symmetric colour scale — the lesson's picture of what a neuron "looks for".
     """
     w = np.asarray(w)
@@ -66,6 +66,8 @@ def weights_image(w: np.ndarray, image_shape: tuple[int, ...] | None, path: str 
     if image_shape is None or int(np.prod(image_shape)) != n_in:
         side = math.isqrt(n_in)
         image_shape = (side, side) if side * side == n_in else (1, n_in)
+    if len(image_shape) == 1:  # a signal such as MNIST-1D's: one row
+        image_shape = (1, n_in)
     hw = tuple(image_shape[:2])
     channels = int(np.prod(image_shape[2:])) if len(image_shape) > 2 else 1
     shown = min(n_hidden, 64)

@@ -1,8 +1,8 @@
-"""Data sources: scikit-learn's bundled digits, TFDS datasets and IDX directories.
+"""Data sources: scikit-learn's bundled digits, MNIST-1D, TFDS datasets and IDX directories.
 
-``load(name)`` returns a :class:`Dataset` of float32 inputs in [0, 1] (IDX files: as ``scale``
-says), stored as flat rows with their ``input_shape``, and int32 labels; research code can
-also build a ``Dataset`` from its own arrays.
+``load(name)`` returns a :class:`Dataset` of float32 inputs (images in [0, 1], IDX files as
+``scale`` says; MNIST-1D's as its generator gives them), stored as flat rows with their
+``input_shape``, and int32 labels; research code can also build a ``Dataset`` from its own arrays.
 """
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import numpy as np
 
 from jaxgd.data.dataset import Dataset
 from jaxgd.data.idx import IDXError, load_idx_dir, read_idx, write_idx
+from jaxgd.data.mnist1d import load_mnist1d
 from jaxgd.data.tfds_source import DatasetNotPrepared
 from jaxgd.data import randomize
 from jaxgd.data.randomize import corrupt_labels, gaussian_inputs, random_labels, random_pixels, shuffled_pixels
 
 __all__ = ["Dataset", "load", "load_digits", "subset", "IDXError", "DatasetNotPrepared", "read_idx", "write_idx",
-           "randomize", "corrupt_labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian_inputs"]
+           "randomize", "corrupt_labels", "random_labels", "shuffled_pixels", "random_pixels", "gaussian_inputs",
+           "load_mnist1d"]
 
 #: Fraction of scikit-learn's 1,797 digits held out as the test split.
 DIGITS_TEST_FRACTION = 0.2
@@ -58,10 +60,12 @@ def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = No
     """Loads a dataset.
 
     Args:
-      name: ``"digits"`` (embedded, offline), a TFDS name such as ``"mnist"``,
+      name: ``"digits"`` (embedded, offline), ``"mnist1d"`` (generated offline by the
+        ``mnist1d`` package, :mod:`jaxgd.data.mnist1d`), a TFDS name such as ``"mnist"``,
         ``"fashion_mnist"``, ``"kmnist"`` or ``"cifar10"``, or ``None`` / ``"idx"``
         with ``data_dir`` pointing at a directory of IDX files.
-      data_dir: for TFDS, where prepared datasets live (TFDS's default otherwise);
+      data_dir: for TFDS, where prepared datasets live (TFDS's default otherwise); for
+        MNIST-1D, the cache directory (``~/.cache/jaxgd`` otherwise);
         with ``name=None`` or ``"idx"``, a directory holding ``train-images-idx3-ubyte[.gz]``,
         ``train-labels-idx1-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]`` and
         ``t10k-labels-idx1-ubyte[.gz]``.
@@ -100,6 +104,8 @@ def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = No
                      input_shape=shape + (1,) if len(shape) == 2 else shape)
     elif name == "digits":
         ds = load_digits()
+    elif name == "mnist1d":
+        ds = load_mnist1d(data_dir)
     else:
         from jaxgd.data.tfds_source import load_tfds
 
