@@ -13,7 +13,7 @@ MODELS = ("mlp", "cnn")
 
 def parser(prog: str, description: str, presets: dict, default_out: str):
     """A parser with ``--preset``, the data options and the training options every study shares."""
-    from jaxgd.cli import Parser, add_data_options, add_out_options, int_list, positive
+    from jaxgd.cli import Parser, add_data_options, add_distributed_options, add_out_options, int_list, positive
     from jaxgd.config import OPTIMIZERS
 
     p = Parser(prog=prog, description=description)
@@ -36,6 +36,7 @@ def parser(prog: str, description: str, presets: dict, default_out: str):
                    help="on a CPU, make N JAX devices and spread the seeds over them (N = cores is fastest; "
                         "default: JAX's one CPU device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_distributed_options(p)
     return p
 
 
@@ -107,7 +108,7 @@ def main(prog: str, argv, parse_args, make_config, run, figures, format_table, d
     prints the table; bad input exits 2 in one line."""
     import json
 
-    from jaxgd.cli import guarded, run_mode
+    from jaxgd.cli import guarded, run_mode, start_distributed
     from jaxgd.results import write_json
     from jaxgd.rundir import RunDir
 
@@ -117,19 +118,29 @@ def main(prog: str, argv, parse_args, make_config, run, figures, format_table, d
             from jaxgd.sharding import use_cpu_devices
 
             use_cpu_devices(args.cpu_devices)  # before JAX's first computation
+        start_distributed(args)
+        from jaxgd import distributed
+
         config = make_config(args)
         out = Path(args.out or default_out.format(preset=args.preset))
-        with RunDir(out).open(run_mode(args), record(config)) as run_dir:
-            if run_dir.finished:
-                results = json.loads((out / "results.json").read_text())
+        writer = distributed.is_writer()
+        run_dir = RunDir(out, writer=writer)  # process 0 locks, checks and writes; every process agrees
+        try:
+            if distributed.from_process_zero(lambda: run_dir.open(run_mode(args), record(config)).finished):
+                results = distributed.from_process_zero(lambda: json.loads((out / "results.json").read_text()))
             else:
                 results = run(config, progress=not args.quiet, checkpoint=run_dir.pending / "checkpoints",
                               checkpoint_every=args.checkpoint_every)
-                write_json(run_dir.pending / "results.json", results)
-                figures(results, run_dir.pending)
-                run_dir.commit()
-        print(format_table(results))
-        print(f"{results['wall_seconds']:.0f} s -> {out}/results.json and figures in {out}")
+                if writer:
+                    write_json(run_dir.pending / "results.json", results)
+                    figures(results, run_dir.pending)
+                distributed.from_process_zero(lambda: bool(run_dir.commit()))
+        finally:
+            run_dir.close()
+        distributed.barrier("jaxgd study committed")
+        if writer:
+            print(format_table(results))
+            print(f"{results['wall_seconds']:.0f} s -> {out}/results.json and figures in {out}")
         return 0
 
     return guarded(prog, body)

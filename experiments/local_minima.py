@@ -27,9 +27,21 @@ MODES = {"init_and_order": "per_seed", "init_only": "shared"}
 
 @dataclasses.dataclass(frozen=True)
 class LocalMinimaConfig:
-    dataset: str | None = "digits"
+    """One run of the study.
+
+    ``dataset`` is a name (``None`` with ``data_dir``: IDX files) or a :class:`jaxgd.data.Dataset`;
+    ``model`` is ``"mlp"`` (``depth`` hidden layers of each width), ``"cnn"`` (``depth`` convolutions of
+    ``width`` channels each: the width axis is the channel count), or a function ``(data, width) -> model``
+    for any model of the engine (``align`` needs its ``permutation_spec``).
+    """
+
+    dataset: object = "digits"
     data_dir: str | None = None
     n_train: int | None = None
+    num_classes: int | None = None
+    input_scale: str | None = None
+    model: object = "mlp"
+    channels: tuple[int, ...] = ()  # unused: the width axis sets a CNN's channels
     widths: tuple[int, ...] = (25, 50, 100, 250, 500)
     depth: int = 1
     activation: str = "relu"
@@ -54,6 +66,10 @@ PRESETS = {
     "mnist": LocalMinimaConfig(dataset="mnist", epochs=20, learning_rate=0.1, batch_size=64, max_members=100),
 }
 
+#: What ``--model cnn`` changes in a preset: two convolutions of 4 to 32 channels (the width axis), SGD at the
+#: CNN's learning rate.
+MODEL_OVERRIDES = {"cnn": {"widths": (4, 8, 16, 32), "depth": 2, "learning_rate": 0.05, "epochs": 20}}
+
 
 def _member(tree, i):
     import jax
@@ -69,13 +85,19 @@ def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progr
 
     import jaxgd
     from jaxgd.landscape import align, barrier, sharpness
+    from jaxgd.models import describe, num_params
     from jaxgd.population import member_stats
 
-    output = "softmax" if config.cost == "cross_entropy" else "sigmoid"
-    net = jaxgd.MLP((data.input_dim, *([width] * config.depth), data.num_classes), activation=config.activation,
-                    output=output)
+    from experiments.common import study_model
+
+    if isinstance(config.model, str):
+        net = study_model(config, data, hidden=(width,) * config.depth if config.model == "mlp" else (),
+                          channels=(width,) * config.depth)
+    else:
+        net = config.model(data, width)
     train = jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
-                              batch_size=config.batch_size, epochs=config.epochs, init=config.init,
+                              batch_size=config.batch_size, epochs=config.epochs,
+                              init=config.init if isinstance(config.model, str) else None,
                               eval_every=config.epochs, data_order=MODES[mode], data_seed=config.seed)
     k_train, k_pairs, k_sharp = jax.random.split(key, 3)
     result = jaxgd.fit(jax.random.split(k_train, config.seeds), net, data, train,
@@ -83,28 +105,31 @@ def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progr
                        progress=progress)
     ok = ~result.diverged
     final = {m: result.final(m) for m in ("train_cost", "train_accuracy", "test_cost", "test_accuracy")}
+    # measured on one device, as NumPy: the same numbers however the population was spread over devices or hosts
+    params = jax.tree.map(np.asarray, result.params)
 
     # the minima are measured with the products they were trained with (TrainConfig.matmul_precision)
     with jax.default_matmul_precision(train.matmul_precision):
-        x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+        x, y = jnp.asarray(data.images("train")), jnp.asarray(data.y_train)  # as the model takes them
         good = np.flatnonzero(ok)
         rng = np.random.default_rng(np.asarray(jax.random.key_data(k_pairs))[-1])
         barriers_before, barriers_after, max_output_diff = [], [], 0.0
         for _ in range(min(config.pairs, len(good) // 2)):
             i, j = rng.choice(good, 2, replace=False)
-            pa, pb = _member(result.params, i), _member(result.params, j)
+            pa, pb = _member(params, i), _member(params, j)
             aligned = align(net, pa, pb)
             barriers_before.append(float(barrier(net, config.cost, pa, pb, x, y, config.interpolation_points)))
             barriers_after.append(float(barrier(net, config.cost, pa, aligned, x, y, config.interpolation_points)))
-            max_output_diff = max(max_output_diff, float(jnp.max(jnp.abs(net.predict(aligned, x) - net.predict(pb, x)))))
+            probabilities = lambda p: jax.nn.softmax(net.apply(p, x), axis=-1)  # noqa: E731
+            max_output_diff = max(max_output_diff, float(jnp.max(jnp.abs(probabilities(aligned) - probabilities(pb)))))
 
         xs, ys = x[: config.sharpness_examples], y[: config.sharpness_examples]
         sharp = jax.jit(jax.vmap(lambda p: sharpness(net, config.cost, p, xs, ys, iters=config.sharpness_iters,
-                                                     key=k_sharp)))(result.params)
+                                                     key=k_sharp)))(params)
     sharp = np.asarray(sharp)
     stats = {m: member_stats(v, result.diverged) for m, v in final.items()}
     return {
-        "width": width, "mode": mode, "num_params": net.num_params(), "seeds": int(ok.sum()),
+        "width": width, "mode": mode, "num_params": num_params(net), "model": describe(net), "seeds": int(ok.sum()),
         "diverged": int((~ok).sum()), "wall_seconds": result.wall_seconds,
         "per_seed": {**final, "sharpness": sharp, "diverged": result.diverged},
         "stats": stats,
@@ -140,8 +165,9 @@ def run(config: LocalMinimaConfig, *, progress: bool = False, checkpoint=None, c
 
     start = time.perf_counter()
     validate(config)
-    data = jaxgd.data.load(config.dataset if config.dataset is not None else "idx", data_dir=config.data_dir,
-                           n_train=config.n_train)
+    from experiments.common import record, study_data
+
+    data = study_data(config)
     keys = jax.random.split(jax.random.key(config.seed), len(config.widths))
     by_mode = {}
     for mode in config.modes:
@@ -158,7 +184,7 @@ def run(config: LocalMinimaConfig, *, progress: bool = False, checkpoint=None, c
     return {
         "study": "local_minima",
         "references": ["arXiv:1412.0233", "arXiv:2209.04836"],
-        "config": dataclasses.asdict(config),
+        "config": record(config),
         "dataset": {"name": data.name, "n_train": data.n_train, "n_test": int(data.x_test.shape[0]),
                     "input_dim": data.input_dim, "num_classes": data.num_classes},
         "main_mode": main_mode,
@@ -170,6 +196,11 @@ def run(config: LocalMinimaConfig, *, progress: bool = False, checkpoint=None, c
         "environment": environment(),
         "wall_seconds": time.perf_counter() - start,
     }
+
+
+def width_label(results: dict) -> str:
+    model = results["config"].get("model")
+    return "channels per convolution" if model == "cnn" else "hidden units" if model == "mlp" else "width"
 
 
 def figures(results: dict, out: Path) -> None:
@@ -194,9 +225,9 @@ def figures(results: dict, out: Path) -> None:
         axes[1].plot(w, [r["test_cost_std"] for r in s], "o-", label=m)
         axes[2].plot(w, [r["barrier_before"] for r in s], "o-", label=f"{m}: before")
         axes[2].plot(w, [r["barrier_after"] for r in s], "s--", label=f"{m}: aligned")
-    axes[1].set(xscale="log", yscale="log", xlabel="hidden units", ylabel="std of test cost across seeds",
+    axes[1].set(xscale="log", yscale="log", xlabel=width_label(results), ylabel="std of test cost across seeds",
                 title="(b) spread shrinks with width")
-    axes[2].set(xscale="log", xlabel="hidden units", ylabel="loss barrier (train)",
+    axes[2].set(xscale="log", xlabel=width_label(results), ylabel="loss barrier (train)",
                 title="(c) barrier before / after alignment")
     for r in seeds:
         sharp = np.asarray(r["per_seed"]["sharpness"], float)
@@ -245,7 +276,7 @@ def parse_args(argv=None):
 def make_config(args) -> LocalMinimaConfig:
     from experiments.common import config_from_args
 
-    return validate(config_from_args(args, PRESETS, ("widths", "depth", "modes", "pairs")))
+    return validate(config_from_args(args, PRESETS, ("widths", "depth", "modes", "pairs"), MODEL_OVERRIDES))
 
 
 def validate(config: LocalMinimaConfig) -> LocalMinimaConfig:

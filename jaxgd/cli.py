@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float32 products everywhere (float32), or the platform's faster choice: "
                         "default (TF32 on GPUs)")
     add_out_options(t, "runs/<timestamp>", 1)
+    add_distributed_options(t)
     add_deterministic_option(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_HelpFormatter)
     r.add_argument("run_dir", help="a directory written by `jaxgd train`")
     r.add_argument("--out", default=None, help="a new directory for the rerun (default RUN_DIR-rerun, or -2, -3, ...)")
+    add_distributed_options(r)
 
     g = sub.add_parser("gradcheck", help="compare the hand-written backprop with jax.grad, layer by layer",
                        formatter_class=_HelpFormatter)
@@ -238,7 +240,8 @@ def use_deterministic_kernels() -> None:
 
 
 #: ``jaxgd train`` options that do not change the numbers a run produces.
-_NOT_RECORDED = ("command", "out", "resume", "overwrite", "quiet", "checkpoint_every")
+_NOT_RECORDED = ("command", "out", "resume", "overwrite", "quiet", "checkpoint_every", "distributed", "coordinator",
+                 "num_processes", "process_id")
 
 
 def run_mode(args) -> str:
@@ -248,6 +251,27 @@ def run_mode(args) -> str:
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out, the directory of the run to continue.")
     return "resume" if args.resume else "overwrite" if getattr(args, "overwrite", False) else "new"
+
+
+def add_distributed_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("several processes (a jax.distributed job; see README, Many hosts)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a jax.distributed job: the cluster's environment (SLURM, TPU pods), jaxgd.launch's, "
+                        "or the three options below")
+    g.add_argument("--coordinator", metavar="HOST:PORT", default=None, help="process 0's address")
+    g.add_argument("--num-processes", type=positive(int), default=None, metavar="N")
+    g.add_argument("--process-id", type=int, default=None, metavar="I")
+
+
+def start_distributed(args) -> None:
+    """Joins the job ``--distributed`` asks for; before JAX's first computation."""
+    explicit = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
+        raise ValueError("--coordinator, --num-processes and --process-id go together.")
+    if args.distributed or args.coordinator is not None:
+        from jaxgd.distributed import initialize
+
+        initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def add_out_options(p: argparse.ArgumentParser, default_out: str, checkpoint_every: int) -> None:
@@ -297,6 +321,8 @@ def model_name(model) -> str:
 def train_command(args) -> int:
     if args.deterministic:
         use_deterministic_kernels()
+    start_distributed(args)
+    from jaxgd import distributed
     from jaxgd.config import TrainConfig
     from jaxgd.fingerprint import digest
     from jaxgd.mlp import MLP
@@ -330,13 +356,19 @@ def train_command(args) -> int:
     mode = run_mode(args)
     check(args.seed, model, data, config, metrics=list(args.metrics) or None)  # before touching --out
     out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    with RunDir(out).open(mode, run_config, section="options") as run_dir:
-        if run_dir.finished:
-            print(f"jaxgd: {out} holds this run, finished and verified: nothing to resume.")
+    run_dir = RunDir(out, writer=distributed.is_writer())  # process 0 locks, checks and writes; all agree
+    try:
+        if distributed.from_process_zero(lambda: run_dir.open(mode, run_config, section="options").finished):
+            if distributed.is_writer():
+                print(f"jaxgd: {out} holds this run, finished and verified: nothing to resume.")
             return 0
         train_into(run_dir.pending, args, data, model, config)
-        run_dir.commit()
-    print(summary_line(args, data, out))
+        distributed.from_process_zero(lambda: bool(run_dir.commit()))
+    finally:
+        run_dir.close()
+    distributed.barrier("jaxgd run committed")
+    if distributed.is_writer():
+        print(summary_line(args, data, out))
     return 0
 
 
@@ -345,7 +377,7 @@ def train_into(work: Path, args, data, model, config) -> None:
     import jax
     import numpy as np
 
-    from jaxgd import plots
+    from jaxgd import distributed, plots
     from jaxgd.mlp import MLP
     from jaxgd.models import num_params
     from jaxgd.results import environment, flatten_params, save_npz, write_json
@@ -353,6 +385,8 @@ def train_into(work: Path, args, data, model, config) -> None:
 
     result = fit(jax.random.key(args.seed), model, data, config, metrics=list(args.metrics) or None,
                  checkpoint=work / "checkpoints", checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    if not distributed.is_writer():
+        return
     model = result.model
     h = result.history
     metrics = {
@@ -425,50 +459,66 @@ PROVENANCE = ("jaxgd", "jax", "jaxlib", "optax", "numpy", "python", "backend", "
 def rerun_command(args) -> int:
     import json
 
+    start_distributed(args)
+    from jaxgd import distributed
     from jaxgd.rundir import read_manifest, verify
 
     run_dir = Path(args.run_dir)
     recorded = run_dir / "config.json"
-    if not recorded.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no config.json: not a directory written by `jaxgd train`.")
-    try:
-        saved = json.loads(recorded.read_text())
-        options = saved["options"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{recorded} does not record the run's options ({e}).") from None
-    out = Path(args.out) if args.out else _fresh(Path(f"{run_dir.resolve()}-rerun"))
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
-        raise ValueError(f"rerun never writes into the run it checks: choose an --out outside {run_dir}.")
-    if read_manifest(run_dir) is not None:
-        problems = verify(run_dir)
-        if problems:
-            print(f"jaxgd rerun: NOT reproduced: {run_dir} does not verify: {'; '.join(problems)}", file=sys.stderr)
-            return 1
-    else:
+
+    def inspect_run() -> dict:  # on process 0, which holds the run's files
+        if not recorded.is_file():
+            raise FileNotFoundError(f"{run_dir} holds no config.json: not a directory written by `jaxgd train`.")
+        try:
+            options = json.loads(recorded.read_text())["options"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{recorded} does not record the run's options ({e}).") from None
+        out = Path(args.out) if args.out else _fresh(Path(f"{run_dir.resolve()}-rerun"))
+        if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+            raise ValueError(f"rerun never writes into the run it checks: choose an --out outside {run_dir}.")
+        if read_manifest(run_dir) is not None:
+            return {"options": options, "out": str(out), "problems": verify(run_dir), "note": None}
         for name in ("metrics.json", "params.npz"):
             if not (run_dir / name).is_file():
                 raise FileNotFoundError(f"{run_dir} has no {name}: the run did not finish (continue it with "
                                         f"`jaxgd train --resume --out {run_dir}` and its options).")
-        print(f"jaxgd rerun: note: {run_dir} has no manifest (written by jaxgd 0.1): its files cannot be verified")
+        return {"options": options, "out": str(out), "problems": [],
+                "note": f"{run_dir} has no manifest (written by jaxgd 0.1): its files cannot be verified"}
+
+    info = distributed.from_process_zero(inspect_run)
+    writer = distributed.is_writer()
+    if info["problems"]:
+        if writer:
+            print(f"jaxgd rerun: NOT reproduced: {run_dir} does not verify: {'; '.join(info['problems'])}",
+                  file=sys.stderr)
+        return 1
+    if info["note"] and writer:
+        print(f"jaxgd rerun: note: {info['note']}")
+    options, out = info["options"], Path(info["out"])
     defaults = vars(build_parser().parse_args(["train"]))
     unknown = set(options) - set(defaults) - set(MODEL_DEFAULTS["mlp"])
     if unknown:
         raise ValueError(f"{recorded} has options this jaxgd does not know: {', '.join(sorted(unknown))}.")
     args_ = argparse.Namespace(**{**defaults, **options, "out": str(out), "resume": False, "overwrite": False,
-                                  "quiet": True})
+                                  "quiet": True, "distributed": False, "coordinator": None})  # joined already
     for name in ("hidden", "channels", "metrics"):
         if getattr(args_, name, None) is not None:
             setattr(args_, name, tuple(getattr(args_, name)))
-    print(f"jaxgd rerun: replaying {recorded} into {out}")
+    if writer:
+        print(f"jaxgd rerun: replaying {recorded} into {out}")
     train_command(args_)
-    for note in provenance_differences(run_dir, out):
-        print(f"jaxgd rerun: note: {note}")
-    diffs = compare_runs(run_dir, out)
-    if diffs:
-        print(f"jaxgd rerun: NOT reproduced: {'; '.join(diffs)}", file=sys.stderr)
-        return 1
-    print(f"jaxgd rerun: reproduced {run_dir}/metrics.json and params.npz exactly (wall-clock fields aside)")
-    return 0
+
+    def verdict() -> int:
+        for note in provenance_differences(run_dir, out):
+            print(f"jaxgd rerun: note: {note}")
+        diffs = compare_runs(run_dir, out)
+        if diffs:
+            print(f"jaxgd rerun: NOT reproduced: {'; '.join(diffs)}", file=sys.stderr)
+            return 1
+        print(f"jaxgd rerun: reproduced {run_dir}/metrics.json and params.npz exactly (wall-clock fields aside)")
+        return 0
+
+    return distributed.from_process_zero(verdict)
 
 
 def _fresh(path: Path) -> Path:

@@ -194,17 +194,22 @@ def record_examples(state: TrainState, member: dict, data: dict, *, spec: Spec) 
 
     ``learned_at`` is the epoch from which the example has stayed correctly classified at every
     evaluation since (-1 while it is misclassified); ``forgets`` counts its forgetting events
-    (correct at one evaluation, wrong at the next); ``correct`` is its latest state. The first
-    call (step 0) starts the record from the initial network.
+    (correct at one evaluation, wrong at the next); ``correct`` is its latest state;
+    ``first_correct`` its state at the first evaluation after training began (epoch
+    ``first_epoch``), which Arpit et al.'s Figure 1 compares across runs. The first call (step 0)
+    starts the record from the initial network.
     """
     def one(params, m, record, step):
         correct = train_correct(params, m, data, spec=spec)
         epoch = (step // max(spec.steps_per_epoch, 1)).astype(jnp.int32)
         first = step == 0
         stayed = record["correct"] & correct & ~first
+        snapshot = (record["first_epoch"] < 0) & ~first  # the first evaluation after some training
         return {"learned_at": jnp.where(correct, jnp.where(stayed, record["learned_at"], epoch), -1),
                 "forgets": record["forgets"] + (record["correct"] & ~correct & ~first),
-                "correct": correct}
+                "correct": correct,
+                "first_correct": jnp.where(snapshot, correct, record["first_correct"]),
+                "first_epoch": jnp.where(snapshot, epoch, record["first_epoch"])}
 
     fn = over_members(one, spec, (0, 0, 0, 0)) if spec.population else one
     with jax.default_matmul_precision(spec.matmul_precision):

@@ -4,8 +4,11 @@ The member axis is padded to a multiple of the device count (padding members are
 copies of the first ones and are dropped afterwards), laid out with
 ``NamedSharding(Mesh(devices, ("members",)), P("members"))``; the data is
 replicated. ``jax.jit`` then partitions the whole training program. Threefry keys
-(the default) draw the same bits whatever the sharding. On several hosts, call
-``jax.distributed.initialize()`` first: ``jax.devices()`` then lists every host's devices.
+(the default) draw the same bits whatever the sharding. On several hosts (a
+``jax.distributed`` job, :mod:`jaxgd.distributed`), ``jax.devices()`` lists every host's
+devices: each process builds the global arrays from its own copy of the host values
+(``jax.make_array_from_callback``; typed keys travel as key data), and :func:`host` gathers
+a result to every process (``multihost_utils.process_allgather``).
 
 On a CPU, JAX makes one device of all the cores, and a population's many small
 products keep little more than one core busy. :func:`use_cpu_devices`, called before
@@ -67,16 +70,41 @@ def pad_members(tree, members: int, size: int):
     return jax.tree.map(lambda a: a[take], tree)
 
 
+def put(a, sharding: NamedSharding):
+    """``a`` laid out as ``sharding``; across processes, each builds its own shards from its copy of ``a``."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(a, sharding)
+    if jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(put(jax.random.key_data(a), sharding))
+    host_value = np.asarray(a)
+    return jax.make_array_from_callback(host_value.shape, sharding, lambda index: host_value[index])
+
+
 def shard_members(tree, mesh: Mesh):
     """Lays each leaf's leading axis over the mesh (leaves of rank 0 are replicated)."""
-    def put(a):
-        spec = P(AXIS) if getattr(a, "ndim", 0) >= 1 else P()
-        return jax.device_put(a, NamedSharding(mesh, spec))
-    return jax.tree.map(put, tree)
+    return jax.tree.map(lambda a: put(a, NamedSharding(mesh, P(AXIS) if getattr(a, "ndim", 0) >= 1 else P())), tree)
 
 
 def replicate(tree, mesh: Mesh):
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    return jax.tree.map(lambda a: put(a, NamedSharding(mesh, P())), tree)
+
+
+def host(tree):
+    """Every leaf as NumPy on this process, gathered from the other processes where it spans them."""
+    from jax.experimental import multihost_utils
+
+    def one(a):
+        if a is None:
+            return None
+        if jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+            a = jax.random.key_data(a)
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            if a.is_fully_replicated:
+                return np.asarray(a.addressable_shards[0].data)
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree.map(one, tree)
 
 
 def place(state, member: dict, arrays: dict, *, spec, devices=None):

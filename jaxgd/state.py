@@ -20,13 +20,15 @@ class TrainState(NamedTuple):
     opt_state: Any  # optax state with the injected hyperparameters, ([S,] ...)
     step: jax.Array  # ([S],) int32: optimizer steps taken
     data_key: jax.Array  # typed key, ([S],) per member or () for a shared order
-    examples: Any = None  # with record_examples: {"learned_at", "forgets", "correct"}, ([S,] n_train) each
+    examples: Any = None  # with record_examples: see empty_record, ([S,] ...) each
 
 
 def empty_record(n: int) -> dict:
-    """The per-example record of one network before its first evaluation (see :mod:`jaxgd.loop`)."""
+    """The per-example record of one network before its first evaluation (see :func:`jaxgd.loop.record_examples`):
+    ``learned_at``, ``forgets``, ``correct`` and ``first_correct`` ``(n,)``, ``first_epoch`` ``()``."""
     return {"learned_at": jnp.full((n,), -1, jnp.int32), "forgets": jnp.zeros((n,), jnp.int32),
-            "correct": jnp.zeros((n,), bool)}
+            "correct": jnp.zeros((n,), bool), "first_correct": jnp.zeros((n,), bool),
+            "first_epoch": jnp.array(-1, jnp.int32)}
 
 
 def as_key(key) -> jax.Array:

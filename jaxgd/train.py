@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxgd import distributed
 from jaxgd import metrics as metrics_module
 from jaxgd import optim, sharding
 from jaxgd.backprop import check_backprop
@@ -56,9 +57,10 @@ class FitResult:
       num_devices: devices the member axis was spread over.
       model: the model trained (with ``config.init`` applied).
       hyperparams: each member's base hyperparameters, ``{name: ([S],)}``.
-      examples: with ``record_examples``, each training example's record: ``learned_at`` (the
-        epoch from which it has stayed correctly classified, -1 if it is not at the end),
-        ``forgets`` (its forgetting events) and ``correct``, ``([S,] n_train)`` each.
+      examples: with ``record_examples``, each training example's record, ``([S,] n_train)`` each:
+        ``learned_at`` (the epoch from which it has stayed correctly classified, -1 if it is not
+        at the end), ``forgets`` (its forgetting events), ``correct`` (at the end) and
+        ``first_correct`` (at the first evaluation, epoch ``first_epoch``, ``([S],)``).
     """
 
     params: Any
@@ -402,9 +404,11 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
     shape = (members,) if population else ()
     restored = {"epochs_done": 0, "finished": False, "history": {}, "initial": None,
                 "diverged": np.zeros(shape, bool), "diverged_epoch": np.full(shape, -1)}
+    writer = distributed.is_writer()
     if checkpoint_file is not None:
         fp = fingerprint(key, model, config, member, data_fields, metric_list, spec.record_examples)
-        if checkpoint_file.exists():
+        distributed.agree("run (its configuration, keys and data)", fp)
+        if distributed.from_process_zero(checkpoint_file.exists):
             problems = unrecordable(model, config, metric_list)
             if problems:
                 what, why = problems[0]
@@ -413,7 +417,7 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
                     "this run could not be checked against the checkpoint. Name it: a function defined at module "
                     "level that reads only numbers, arrays and other such functions (activations: "
                     "jaxgd.register_activation), or start a new run in another directory.")
-            restored = ckpt.load(checkpoint_file, state, fingerprint=fp)
+            restored = _load_checkpoint(checkpoint_file, state, fp)
             state = restored["state"]
     hp_host = {k: np.asarray(v) for k, v in member["hyperparams"].items()}
     state, member, arrays, spec = sharding.place(state, member, arrays, spec=spec, devices=devices)
@@ -422,7 +426,7 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
         return jax.tree.map(lambda a: a[:members] if population and a.ndim else a, tree)
 
     def host(tree):
-        return jax.tree.map(np.asarray, unpad(tree))
+        return sharding.host(unpad(tree))
 
     initial = restored["initial"]
     if initial is None:
@@ -435,11 +439,14 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
     epochs_done, finished = restored["epochs_done"], restored["finished"]
 
     def save_checkpoint():
-        ckpt.save(checkpoint_file, unpad(state), fingerprint=fp, epochs_done=epochs_done, finished=finished,
-                  history=_stack(rows_), initial=initial, diverged=diverged, diverged_epoch=diverged_epoch)
+        host_state = host(state)  # every process takes part in gathering a sharded state; process 0 writes
+        if writer:
+            ckpt.save(checkpoint_file, host_state, fingerprint=fp, epochs_done=epochs_done, finished=finished,
+                      history=_stack(rows_), initial=initial, diverged=diverged, diverged_epoch=diverged_epoch)
+        distributed.barrier("jaxgd checkpoint written")
 
     name = "-".join(map(str, model.sizes)) if isinstance(model, MLP) else type(model).__name__
-    bar = tqdm(total=config.epochs, initial=epochs_done, disable=not progress, unit="epoch", file=sys.stderr,
+    bar = tqdm(total=config.epochs, initial=epochs_done, disable=not progress or not writer, unit="epoch", file=sys.stderr,
                dynamic_ncols=True, mininterval=0.5, desc=name + (f" x{members} members" if population else ""))
     shown = [n for n, m in metric_list if m.kind != "example"][:2]
     try:
@@ -476,12 +483,31 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
     params = from_compute_layout(spec, state.params)
     if population:
         params = jax.tree.map(lambda a: a[:members], params)
+    if distributed.multiprocess():  # readable as NumPy on every process
+        params = sharding.host(params)
     jax.block_until_ready(params)
     return FitResult(params=params, history=_stack(rows_), initial=initial, diverged=diverged,
                      diverged_epoch=diverged_epoch, epochs_run=epochs_done, state=state,
                      wall_seconds=time.perf_counter() - start, config=config, num_members=members,
                      num_devices=spec.member_shards, model=model, hyperparams=hp_host,
                      examples=None if state.examples is None else host(state.examples))
+
+
+def _load_checkpoint(path: Path, like: TrainState, fp: dict) -> dict:
+    """The checkpoint at ``path``, read and checked by process 0 and received by the others (whose output
+    directory may be their own, or shared); in one process, simply :func:`jaxgd.checkpoint.load`."""
+    import tempfile
+
+    from jaxgd import checkpoint as ckpt
+
+    if not distributed.multiprocess():
+        return ckpt.load(path, like, fingerprint=fp)
+    distributed.from_process_zero(lambda: bool(ckpt.load(path, like, fingerprint=fp)))  # its refusal, everywhere
+    payload = distributed.from_process_zero(path.read_bytes, raw=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "checkpoint.npz"
+        local.write_bytes(payload)
+        return ckpt.load(local, like, fingerprint=fp)
 
 
 def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
