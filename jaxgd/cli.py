@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -154,6 +155,36 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def swept(parse):
+    """A number, or a comma list of them (swept: one group of the population per value)."""
+    def parse_list(text: str):
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) == 1:
+            return parse(parts[0])
+        if any(not p for p in parts):
+            raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+        values = tuple(parse(p) for p in parts)
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"a swept value is repeated in {text!r}")
+        return values
+    return parse_list
+
+
+def _not_swept(option: str, parse):
+    """A single value; a comma list is refused: the option changes the compiled program, not a hyperparameter."""
+    def parse_one(text: str):
+        if "," in text:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {option} cannot be swept within one population (it changes the compiled program, "
+                "not a hyperparameter of the optimizer); run one job per value")
+        return parse(text)
+    return parse_one
+
+
+#: Options a comma list sweeps, and the optimizer hyperparameter each one sets per member.
+SWEPT = {"lr": "learning_rate", "weight_decay": "weight_decay", "momentum": "momentum"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxgd.activations import hidden_activations
     from jaxgd.config import MATMUL_PRECISIONS, OPTIMIZERS, TrainConfig
@@ -180,16 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"hidden nonlinearity ({_model_default('activation')})")
     t.add_argument("--cost", choices=COSTS, **model_dependent, help=f"({_model_default('cost')})")
     t.add_argument("--optimizer", choices=OPTIMIZERS, **model_dependent, help=f"({_model_default('optimizer')})")
-    t.add_argument("--lr", type=positive(float), **model_dependent,
-                   help=f"base learning rate ({_model_default('lr')}); jaxgd's cost has no 1/2: Nielsen's eta is 2x")
-    t.add_argument("--momentum", type=float, default=None,
-                   help="momentum coefficient of --optimizer momentum/nesterov/rmsprop (default 0.9 for the first two)")
-    t.add_argument("--weight-decay", type=_non_negative, default=None, dest="weight_decay",
-                   help="decoupled weight decay, for any optimizer (default: the optimizer's own, none for SGD)")
+    t.add_argument("--lr", type=swept(positive(float)), **model_dependent,
+                   help=f"base learning rate ({_model_default('lr')}); jaxgd's cost has no 1/2, so Nielsen's eta is "
+                        "2 x --lr; a comma list sweeps it")
+    t.add_argument("--momentum", type=swept(float), default=None,
+                   help="momentum coefficient of --optimizer momentum/nesterov/rmsprop (default 0.9 for the first "
+                        "two); a comma list sweeps it")
+    t.add_argument("--weight-decay", type=swept(_non_negative), default=None, dest="weight_decay",
+                   help="decoupled weight decay, for any optimizer (default: the optimizer's own, none for SGD); "
+                        "a comma list sweeps it")
+    t.add_argument("--seeds", type=positive(int), default=1,
+                   help="train this many seeds of every setting as one population (keys split from --seed)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule (default constant)")
-    t.add_argument("--batch-size", type=batch_size_option, **model_dependent,
+    t.add_argument("--batch-size", type=_not_swept("--batch-size", batch_size_option), **model_dependent,
                    help=f"minibatch size, or 'full' ({_model_default('batch_size')})")
-    t.add_argument("--epochs", type=positive(int), **model_dependent, help=f"({_model_default('epochs')})")
+    t.add_argument("--epochs", type=_not_swept("--epochs", positive(int)), **model_dependent,
+                   help=f"({_model_default('epochs')})")
     t.add_argument("--init", choices=tuple(INITIALISERS), default=None,
                    help="weight initialiser (default: the model's own, normal for the MLP, he for the CNN)")
     t.add_argument("--seed", type=int, default=0, help="the network's key: its initialisation and data order")
@@ -199,10 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gradient", choices=("autodiff", "backprop"), default="autodiff",
                    help="jax.grad or the MLP's hand-written backprop")
     t.add_argument("--metrics", type=_metric_names, default=(), help="extra metrics, e.g. grad_norm")
+    t.add_argument("--log", choices=("tensorboard", "wandb"), action="append", default=[],
+                   help="also log the curves as TensorBoard event files (OUT/tensorboard) or to W&B; "
+                        "OUT/metrics.csv is always written")
     t.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default=d.matmul_precision,
                    help="float32 products everywhere (float32), or the platform's faster choice: "
                         "default (TF32 on GPUs)")
     add_out_options(t, "runs/<timestamp>", 1)
+    add_machine_options(t)
     add_distributed_options(t)
     add_deterministic_option(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -241,7 +282,7 @@ def use_deterministic_kernels() -> None:
 
 #: ``jaxgd train`` options that do not change the numbers a run produces.
 _NOT_RECORDED = ("command", "out", "resume", "overwrite", "quiet", "checkpoint_every", "distributed", "coordinator",
-                 "num_processes", "process_id")
+                 "num_processes", "process_id", "cpu_devices", "compilation_cache", "log")
 
 
 def run_mode(args) -> str:
@@ -251,6 +292,51 @@ def run_mode(args) -> str:
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out, the directory of the run to continue.")
     return "resume" if args.resume else "overwrite" if getattr(args, "overwrite", False) else "new"
+
+
+def add_machine_options(p: argparse.ArgumentParser, populations_only: bool = True) -> None:
+    p.add_argument("--cpu-devices", type=positive(int), default=None, metavar="N", dest="cpu_devices",
+                   help="on a CPU, make N JAX devices and spread a population's members over them (default: one "
+                        "per core" + (" for populations" if populations_only else "") + ")")
+    p.add_argument("--no-compilation-cache", action="store_false", dest="compilation_cache",
+                   help=f"do not use JAX's persistent compilation cache (default: in {cache_dir()})")
+
+
+def cache_dir() -> Path:
+    """Where the command line keeps JAX's persistent compilation cache (``JAXGD_CACHE_DIR`` to change)."""
+    base = os.environ.get("JAXGD_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "jaxgd")
+    return Path(base).expanduser() / "xla"
+
+
+def start_jax(args, population: bool = True) -> None:
+    """What the command line sets before JAX's first computation: the compilation cache (every compiled
+    program kept, so that the next identical run starts at once), one CPU device per core for populations
+    (:func:`jaxgd.sharding.use_cpu_devices`), and the ``jax.distributed`` job ``--distributed`` asks for."""
+    import jax
+
+    if getattr(args, "compilation_cache", True) and os.environ.get("JAXGD_COMPILATION_CACHE", "1") != "0":
+        if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            jax.config.update("jax_compilation_cache_dir", str(cache_dir()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    distributed = getattr(args, "distributed", False) or getattr(args, "coordinator", None) is not None
+    devices = getattr(args, "cpu_devices", None)
+    if devices is not None or (population and not distributed):
+        from jaxgd.sharding import use_cpu_devices
+
+        try:
+            use_cpu_devices(devices if devices is not None else cpu_cores_default())  # only the CPU backend
+        except RuntimeError:
+            if devices is not None:  # asked for explicitly: say it could not be done
+                raise
+            # called from Python after JAX started (jaxgd.cli.main in a session): keep its devices
+    start_distributed(args)
+
+
+def cpu_cores_default() -> int:
+    from jaxgd.sharding import cpu_cores
+
+    return cpu_cores()
 
 
 def add_distributed_options(p: argparse.ArgumentParser) -> None:
@@ -318,26 +404,42 @@ def model_name(model) -> str:
     return f"cnn {','.join(map(str, channels))}" if channels is not None else type(model).__name__
 
 
+def _values(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def sweep_grid(args) -> dict:
+    """The swept options (a comma list, or a JSON list replayed by ``rerun``), as hyperparameter -> values."""
+    return {SWEPT[name]: _values(getattr(args, name)) for name in SWEPT
+            if getattr(args, name, None) is not None and len(_values(getattr(args, name))) > 1}
+
+
 def train_command(args) -> int:
     if args.deterministic:
         use_deterministic_kernels()
-    start_distributed(args)
+    if args.validation < 0:
+        raise ValueError(f"--validation must be non-negative, got {args.validation}.")
+    resolve_model_options(args)
+    grid = sweep_grid(args)
+    population = args.seeds > 1 or bool(grid)
+    start_jax(args, population)
+    import jax
+
     from jaxgd import distributed
     from jaxgd.config import TrainConfig
     from jaxgd.fingerprint import digest
     from jaxgd.mlp import MLP
     from jaxgd.models import describe
+    from jaxgd.population import sweep
     from jaxgd.rundir import RunDir
     from jaxgd.train import check
 
-    if args.validation < 0:
-        raise ValueError(f"--validation must be non-negative, got {args.validation}.")
-    resolve_model_options(args)
     data = load_data(args)
     model = build_model(args, data)
-    config = TrainConfig(cost=args.cost, optimizer=args.optimizer, learning_rate=args.lr,
-                         batch_size=args.batch_size, epochs=args.epochs, init=args.init, momentum=args.momentum,
-                         weight_decay=args.weight_decay, schedule=args.schedule,
+    first = {name: _values(getattr(args, name))[0] if getattr(args, name) is not None else None for name in SWEPT}
+    config = TrainConfig(cost=args.cost, optimizer=args.optimizer, learning_rate=first["lr"],
+                         batch_size=args.batch_size, epochs=args.epochs, init=args.init, momentum=first["momentum"],
+                         weight_decay=first["weight_decay"], schedule=args.schedule,
                          target_accuracy=args.target_accuracy, eval_every=args.eval_every,
                          gradient=args.gradient, matmul_precision=args.matmul_precision)
     config.validate(data.n_train)
@@ -345,16 +447,21 @@ def train_command(args) -> int:
         from jaxgd.backprop import check_backprop
 
         check_backprop(model, args.cost)
+    members = sweep(jax.random.key(args.seed), grid or {"learning_rate": [config.learning_rate]}, args.seeds) \
+        if population else None
+    key = members.keys if population else args.seed
+    hyperparams = {k: members.hyperparams[k] for k in grid} if population and grid else None
     run_config = {"command": "train", "dataset": data.name, "data_dir": args.data_dir, "n_train": data.n_train,
                   "n_test": int(data.x_test.shape[0]), "input_shape": list(data.input_shape),
                   "data_digest": digest(data.x_train, data.y_train, data.x_test, data.y_test),
-                  "model": describe(model), "seed": args.seed, "train": config.to_dict(),
+                  "model": describe(model), "seed": args.seed, "seeds": args.seeds, "sweep": grid,
+                  "train": config.to_dict(),
                   # what `jaxgd rerun` replays: every option that changes the numbers
                   "options": {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_RECORDED}}
     if isinstance(model, MLP):
         run_config.update(sizes=list(model.sizes), activation=model.activation, output=model.output)
     mode = run_mode(args)
-    check(args.seed, model, data, config, metrics=list(args.metrics) or None)  # before touching --out
+    check(key, model, data, config, metrics=list(args.metrics) or None, hyperparams=hyperparams)  # before --out
     out = Path(args.out or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     run_dir = RunDir(out, writer=distributed.is_writer())  # process 0 locks, checks and writes; all agree
     try:
@@ -362,70 +469,97 @@ def train_command(args) -> int:
             if distributed.is_writer():
                 print(f"jaxgd: {out} holds this run, finished and verified: nothing to resume.")
             return 0
-        train_into(run_dir.pending, args, data, model, config)
+        summary = train_into(run_dir.pending, args, data, model, config, key, hyperparams, members, run_config)
         distributed.from_process_zero(lambda: bool(run_dir.commit()))
     finally:
         run_dir.close()
     distributed.barrier("jaxgd run committed")
     if distributed.is_writer():
-        print(summary_line(args, data, out))
+        print(summary + f" -> {out}")
     return 0
 
 
-def train_into(work: Path, args, data, model, config) -> None:
-    """Trains and writes the run's files into ``work`` (a run directory's ``.pending``)."""
-    import jax
+def train_into(work: Path, args, data, model, config, key, hyperparams, members, run_config) -> str:
+    """Trains and writes the run's files into ``work`` (a run directory's ``.pending``); returns the summary."""
     import numpy as np
 
-    from jaxgd import distributed, plots
+    from jaxgd import distributed, loggers, plots
     from jaxgd.mlp import MLP
     from jaxgd.models import num_params
     from jaxgd.results import environment, flatten_params, save_npz, write_json
     from jaxgd.train import fit
 
-    result = fit(jax.random.key(args.seed), model, data, config, metrics=list(args.metrics) or None,
-                 checkpoint=work / "checkpoints", checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    labels = members.labels if members is not None else None
+    logs = [loggers.CSVLogger(work / "metrics.csv", labels)]
+    if "tensorboard" in args.log:
+        logs.append(loggers.TensorBoardLogger(work / "tensorboard", labels))
+    if "wandb" in args.log:
+        logs.append(loggers.WandbLogger(run_config, labels, dir=str(work)))
+    result = fit(key, model, data, config, hyperparams=hyperparams, metrics=list(args.metrics) or None,
+                 checkpoint=work / "checkpoints", checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                 loggers=logs)
     if not distributed.is_writer():
-        return
+        return ""
     model = result.model
     h = result.history
+    final = {name: result.final(name) for name in ("train_accuracy", "test_accuracy", "train_cost", "test_cost",
+                                                   *args.metrics)}
     metrics = {
-        "train_accuracy": result.final("train_accuracy"), "test_accuracy": result.final("test_accuracy"),
-        "train_cost": result.final("train_cost"), "test_cost": result.final("test_cost"),
-        **{name: result.final(name) for name in args.metrics},
-        "epochs": result.epochs_run, "wall_seconds": result.wall_seconds, "num_params": num_params(model),
-        "diverged": bool(result.diverged), "diverged_epoch": int(result.diverged_epoch) if result.diverged else None,
+        **final, "epochs": result.epochs_run, "wall_seconds": result.wall_seconds,
+        "first_epoch_seconds": result.first_epoch_seconds, "num_params": num_params(model),
+        "diverged": result.diverged, "diverged_epoch": np.where(result.diverged, result.diverged_epoch, None)
+        if members is not None else (int(result.diverged_epoch) if result.diverged else None),
         "initial": result.initial, "history": h, "environment": environment(),
     }
+    if members is not None:
+        from jaxgd.population import grouped_stats
+
+        metrics["members"] = {"count": int(result.num_members), "labels": labels,
+                              "hyperparams": result.hyperparams}
+        metrics["groups"] = {name: grouped_stats(final[name], members.group, result.diverged, labels=members.groups)
+                             for name in final}
     write_json(work / "metrics.json", metrics)
     save_npz(work / "params.npz", flatten_params(result.params))
     title = (f"{data.name}: {model_name(model)} {args.activation}, {config.cost}, {config.optimizer} "
-             f"lr={config.learning_rate}")
+             f"lr={config.learning_rate}" + (f", {result.num_members} members" if members is not None else ""))
     plots.learning_curve(h, result.initial, work / "learning_curve.png", title=title)
+    first = (lambda a: np.asarray(a)[0]) if members is not None else np.asarray
     if isinstance(model, MLP):
-        plots.weights_image(np.asarray(result.params[0]["w"]), data.input_shape, work / "weights.png",
-                            title=f"what each first-layer neuron looks for ({data.name})")
-    else:  # the first convolution's filters, each drawn as a small image
-        w = np.asarray(result.params["conv"][0]["w"]) if model.channels else None
-        if w is not None:
-            plots.weights_image(w.reshape(-1, w.shape[-1]), w.shape[:-1], work / "weights.png",
-                                title=f"first-layer filters ({data.name})")
-    if result.diverged:
+        plots.weights_image(first(result.params[0]["w"]), data.input_shape, work / "weights.png",
+                            title=f"what each first-layer neuron looks for ({data.name}"
+                                  + (", member 0)" if members is not None else ")"))
+    elif getattr(model, "channels", None):  # the first convolution's filters, each drawn as a small image
+        w = first(result.params["conv"][0]["w"])
+        plots.weights_image(w.reshape(-1, w.shape[-1]), w.shape[:-1], work / "weights.png",
+                            title=f"first-layer filters ({data.name})")
+    if members is not None and len(members.groups) > 1:
+        plots.sweep_figure(metrics["groups"], work / "sweep.png", title=f"{data.name}: {model_name(model)}, "
+                           f"{args.seeds} seeds per setting, {result.epochs_run} epochs")
+    if members is None and result.diverged:
         print(f"jaxgd: warning: training diverged at epoch {int(result.diverged_epoch)} (training cost "
-              f"{metrics['train_cost']:.4g}, initially {float(result.initial['train_cost']):.4g}); it stopped there. "
+              f"{final['train_cost']:.4g}, initially {float(result.initial['train_cost']):.4g}); it stopped there. "
               f"Try a smaller --lr than {config.learning_rate}.", file=sys.stderr)
+    head = (f"{data.name} {model_name(model)} {args.activation}/{config.cost} {config.optimizer} "
+            f"batch={config.batch_size or 'full'}")
+    timing = (f"{result.epochs_run} epochs in {result.wall_seconds:.1f} s (first epoch after "
+              f"{result.first_epoch_seconds:.1f} s)")
+    if members is None:
+        return (f"{head} lr={config.learning_rate}: {timing}, train accuracy {final['train_accuracy']:.4f}, "
+                f"test accuracy {final['test_accuracy']:.4f}, test cost {final['test_cost']:.4f}")
+    print(sweep_table(metrics["groups"]["test_accuracy"], list(members.groups[0]), args.seeds))
+    return f"{head}, {result.num_members} members ({len(members.groups)} settings x {args.seeds} seeds): {timing}"
 
 
-def summary_line(args, data, out: Path) -> str:
-    """The one line ``jaxgd train`` ends with, read from the committed ``metrics.json``."""
-    import json
-
-    m = json.loads((out / "metrics.json").read_text())
-    config = json.loads((out / "config.json").read_text())
-    name = "-".join(map(str, config["sizes"])) if "sizes" in config else f"cnn {','.join(map(str, args.channels))}"
-    return (f"{data.name} {name} {args.activation}/{args.cost} {args.optimizer} lr={args.lr} "
-            f"batch={args.batch_size or 'full'}: {m['epochs']} epochs in {m['wall_seconds']:.1f} s, train accuracy "
-            f"{m['train_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, test cost {m['test_cost']:.4f} -> {out}")
+def sweep_table(rows: list[dict], names: list[str], seeds: int) -> str:
+    """The grouped table a sweep prints: test accuracy per setting, over the non-diverged seeds."""
+    head = " | ".join(names)
+    lines = [f"| {head} | seeds | test accuracy mean | std | 95% interval of the mean | diverged |",
+             "|" + "---:|" * (len(names) + 5)]
+    fmt = lambda v: "-" if v is None or v != v else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        lines.append(f"| {' | '.join(f'{r[n]:g}' for n in names)} | {r['members']} | {fmt(r['mean'])} | "
+                     f"{fmt(r['std'])} | {fmt(r['ci_low'])} .. {fmt(r['ci_high'])} | {r['excluded']} |")
+    return "\n".join(lines)
 
 
 def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz",)) -> list[str]:

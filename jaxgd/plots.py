@@ -58,8 +58,9 @@ def weights_image(w: np.ndarray, image_shape: tuple[int, ...] | None, path: str 
                   title: str = "first-layer weights") -> None:
     """Each first-hidden-layer neuron's incoming weights drawn in the input's image shape.
 
-    ``w`` is ``(n_in, n_hidden)``; 1-D inputs are drawn as one row. Blue is negative, red positive, each neuron on its
-    own symmetric colour scale — the lesson's picture of what a neuron "looks for".
+    ``w`` is ``(n_in, n_hidden)``; 1-D inputs are drawn as one row. Blue is negative, red positive, on one
+    symmetric colour scale shared by every neuron and shown by the colour bar — the lesson's picture of what a
+    neuron "looks for", with sign and size readable.
     """
     w = np.asarray(w)
     n_in, n_hidden = w.shape
@@ -73,14 +74,57 @@ def weights_image(w: np.ndarray, image_shape: tuple[int, ...] | None, path: str 
     shown = min(n_hidden, 64)
     cols = min(8, shown)
     rows = math.ceil(shown / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.8, 1.3 * rows + 0.4), squeeze=False)
+    images = [w[:, j].reshape(*hw, channels).mean(axis=-1) for j in range(shown)]  # colour inputs: channel mean
+    lim = float(max(np.max(np.abs(img)) for img in images)) or 1.0
+    drawn = None
     for j, ax in enumerate(axes.flat):
         ax.axis("off")
         if j >= shown:
             continue
-        img = w[:, j].reshape(*hw, channels).mean(axis=-1)  # colour inputs: average the channels
-        lim = float(np.max(np.abs(img))) or 1.0
-        ax.imshow(img, cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
+        drawn = ax.imshow(images[j], cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set_title(str(j), fontsize=7)
+    fig.colorbar(drawn, ax=axes.ravel().tolist(), shrink=0.8, label="weight")
     fig.suptitle(title + (f" (first {shown} of {n_hidden})" if shown < n_hidden else ""), fontsize=9)
+    save_figure(fig, path)
+
+
+def sweep_figure(groups: dict, path: str | os.PathLike, title: str = "") -> None:
+    """Final metrics against the swept values: each setting's mean over its seeds with its 95% interval.
+
+    ``groups`` maps a metric to :func:`jaxgd.grouped_stats` rows (each with the swept values as keys). The
+    first swept hyperparameter is the x axis (logarithmic when its values span a decade or more); the
+    other ones, if any, give one line each.
+    """
+    metrics = [m for m in ("test_accuracy", "train_accuracy", "test_cost", "train_cost") if m in groups]
+    rows0 = groups[metrics[0]]
+    stats = {"group", "mean", "std", "min", "max", "members", "excluded", "ci_low", "ci_high"}
+    names = [k for k in rows0[0] if k not in stats]
+    x_name, others = names[0], names[1:]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False, layout="constrained")
+    for ax, metric in zip(axes[0], metrics):
+        rows = groups[metric]
+        lines = {}
+        for r in rows:
+            lines.setdefault(tuple(r[o] for o in others), []).append(r)
+        for other, members in lines.items():
+            x = np.array([r[x_name] for r in members])
+            mean = np.array([r["mean"] for r in members], float)
+            low = mean - np.array([r["ci_low"] for r in members], float)
+            high = np.array([r["ci_high"] for r in members], float) - mean
+            label = ", ".join(f"{o}={v:g}" for o, v in zip(others, other)) or None
+            ax.errorbar(x, mean, yerr=np.nan_to_num([low, high]), fmt="o-", capsize=3, label=label)
+            for xi, r in zip(x, members):
+                if r["excluded"]:
+                    ax.annotate(f"{r['excluded']} diverged", (xi, ax.get_ylim()[1]), fontsize=7, ha="center",
+                                va="top", color="C3")
+        xs = [r[x_name] for r in rows if r[x_name] > 0]
+        if xs and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+        ax.set(xlabel=x_name, ylabel=metric, title=metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
     save_figure(fig, path)

@@ -52,6 +52,8 @@ class FitResult:
       state: the final :class:`jaxgd.state.TrainState` in compute layout (for a sharded
         population it keeps the padding members and the device layout).
       wall_seconds: time spent in :func:`fit`, compilation included.
+      first_epoch_seconds: from the start of :func:`fit` to the end of its first compiled chunk of epochs
+        (validation, initialisation, compilation or the compilation cache, one chunk).
       config: the :class:`TrainConfig`.
       num_members: ``S`` for a population, ``None`` for one network.
       num_devices: devices the member axis was spread over.
@@ -77,6 +79,7 @@ class FitResult:
     model: Any = None
     hyperparams: dict | None = None
     examples: dict | None = None
+    first_epoch_seconds: float | None = None
 
     def final(self, metric: str) -> np.ndarray:
         """The last evaluated value of ``metric`` (``([S],)``)."""
@@ -287,7 +290,8 @@ def prepare(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, h
 def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyperparams: dict | None = None,
         learning_rates=None, conditions=None, metrics=None, devices=None, max_members: int | None = None,
         checkpoint=None, checkpoint_every: int = 1, progress: bool = False,
-        callback: Callable[[int, dict], None] | None = None, record_examples: bool = False) -> FitResult:
+        callback: Callable[[int, dict], None] | None = None, record_examples: bool = False,
+        loggers: list | None = None) -> FitResult:
     """Trains ``model`` on ``data`` by gradient descent.
 
     Args:
@@ -321,6 +325,8 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
       progress: show a tqdm progress bar (cost, accuracy, ETA) on stderr.
       callback: called as ``callback(epoch, metrics)`` after every evaluation, with the
         evaluation's metrics as NumPy arrays (``([S],)`` each).
+      loggers: objects that record the curves as training goes (:mod:`jaxgd.loggers`: a CSV file,
+        TensorBoard, W&B), on process 0 of a distributed job.
       record_examples: keep, inside the compiled program, each training example's learned-at
         epoch and forgetting events at every evaluation (``FitResult.examples``; Arpit et al.
         2017, Toneva et al. 2019). Evaluate every epoch (``eval_every=1``) for epoch resolution.
@@ -328,6 +334,7 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
     Returns:
       A :class:`FitResult`.
     """
+    started = time.perf_counter()
     model, key, member, metric_list, make_spec = _validated(key, model, data, config, hyperparams, learning_rates,
                                                             conditions, metrics, max_members, record_examples)
     members = int(key.shape[0]) if key.ndim == 1 else None
@@ -337,13 +344,18 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
         checkpoint = Path(checkpoint)
         if checkpoint.exists() and not checkpoint.is_dir():
             raise NotADirectoryError(f"checkpoint must be a directory, but {checkpoint} is a file.")
+    loggers = list(loggers or []) if distributed.is_writer() else []
     run = functools.partial(_fit, make_spec=make_spec, model=model, data=data, config=config, devices=devices,
-                            progress=progress, callback=callback, checkpoint_every=checkpoint_every,
+                            progress=progress, callback=callback, checkpoint_every=checkpoint_every, started=started,
                             metric_list=metric_list,
                             data_fields=None if checkpoint is None else data_fingerprint(data, conditions))
     if max_members is not None and max_members < members:
-        return _fit_in_chunks(run, key, member, conditions, max_members, checkpoint)
-    return run(key, member=member, conditions=conditions,
+        result = _fit_in_chunks(functools.partial(run, loggers=[]), key, member, conditions, max_members, checkpoint)
+        for logger in loggers:  # the chunks' curves, once they are all there
+            logger.start(result.history, result.initial)
+            logger.close()
+        return result
+    return run(key, member=member, conditions=conditions, loggers=loggers,
                checkpoint_file=None if checkpoint is None else checkpoint / "checkpoint.npz")
 
 
@@ -394,10 +406,10 @@ def unrecordable(model, config: TrainConfig, metric_list=()) -> list[tuple[str, 
 
 
 def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, config, devices, progress, callback,
-         checkpoint_every, metric_list, data_fields) -> FitResult:
+         checkpoint_every, metric_list, data_fields, loggers=(), started=None) -> FitResult:
     from jaxgd import checkpoint as ckpt
 
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     population = key.ndim == 1
     members = int(key.shape[0]) if population else None
     state, arrays, spec = _setup(key, member, conditions, make_spec, data, config, devices)
@@ -449,6 +461,9 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
     bar = tqdm(total=config.epochs, initial=epochs_done, disable=not progress or not writer, unit="epoch", file=sys.stderr,
                dynamic_ncols=True, mininterval=0.5, desc=name + (f" x{members} members" if population else ""))
     shown = [n for n, m in metric_list if m.kind != "example"][:2]
+    for logger in loggers:
+        logger.start(_stack(rows_), initial)
+    first_epoch_seconds = None
     try:
         while not finished and epochs_done < config.epochs:
             next_eval = min(config.epochs, (epochs_done // config.eval_every + 1) * config.eval_every)
@@ -456,6 +471,9 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
             n = min(next_eval, next_save) - epochs_done
             evaluate = epochs_done + n == next_eval
             state, metrics = loop.compiled_chunk(state, member, arrays, spec=spec, num_epochs=n, evaluate=evaluate)
+            if first_epoch_seconds is None:
+                jax.block_until_ready(state.step)
+                first_epoch_seconds = time.perf_counter() - start
             epochs_done += n
             bar.update(n)
             if evaluate:
@@ -470,6 +488,8 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
                            "test": f"{_mean(metrics['test_accuracy'], ok):.3f}"}
                 postfix.update({k: f"{_mean(metrics[k], ok):.4g}" for k in shown})
                 bar.set_postfix(postfix, refresh=False)
+                for logger in loggers:
+                    logger.log(epochs_done, metrics)
                 if callback is not None:
                     callback(epochs_done, metrics)
                 finished = bool(np.all(diverged)) or (config.target_accuracy is not None and bool(np.all(
@@ -479,6 +499,8 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
                 save_checkpoint()
     finally:
         bar.close()
+        for logger in loggers:
+            logger.close()
 
     params = from_compute_layout(spec, state.params)
     if population:
@@ -490,7 +512,8 @@ def _fit(key, *, member, conditions, checkpoint_file, make_spec, model, data, co
                      diverged_epoch=diverged_epoch, epochs_run=epochs_done, state=state,
                      wall_seconds=time.perf_counter() - start, config=config, num_members=members,
                      num_devices=spec.member_shards, model=model, hyperparams=hp_host,
-                     examples=None if state.examples is None else host(state.examples))
+                     examples=None if state.examples is None else host(state.examples),
+                     first_epoch_seconds=first_epoch_seconds)
 
 
 def _load_checkpoint(path: Path, like: TrainState, fp: dict) -> dict:

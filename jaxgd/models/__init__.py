@@ -33,7 +33,8 @@ from jaxgd.models.equinox_module import EquinoxModel, from_equinox
 from jaxgd.models.flax_module import FlaxModel, from_flax
 
 __all__ = ["Model", "MLP", "CNN", "from_flax", "from_equinox", "FlaxModel", "EquinoxModel", "check_model",
-           "output_of", "describe", "param_shapes", "check_params", "with_initializer", "activation_floats"]
+           "output_of", "describe", "from_record", "param_shapes", "check_params", "with_initializer",
+           "activation_floats", "num_params"]
 
 
 @runtime_checkable
@@ -120,6 +121,18 @@ def activation_floats(model, input_dim: int) -> int:
     if callable(getattr(model, "activation_floats", None)):
         return int(model.activation_floats())
     return 8 * max(int(input_dim), 1)
+
+
+def from_record(record):
+    """The model a ``describe()`` record names: ``jaxgd.MLP`` and ``jaxgd.models.CNN`` are rebuilt; others give None."""
+    if not isinstance(record, dict):
+        return None
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k != "model"}
+    if record.get("model") == "mlp":
+        return MLP(**fields)
+    if record.get("model") == "cnn":
+        return CNN(**fields)
+    return None
 
 
 def num_params(model) -> int:
