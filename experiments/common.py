@@ -11,16 +11,18 @@ TRAINING_FIELDS = ("activation", "cost", "optimizer", "learning_rate", "batch_si
 MODELS = ("mlp", "cnn")
 
 
-def parser(prog: str, description: str, presets: dict, default_out: str):
-    """A parser with ``--preset``, the data options and the training options every study shares."""
+def parser(prog: str, description: str, presets: dict, default_out: str, model_options: bool = True):
+    """A parser with ``--preset``, the data options and the training options every study shares
+    (``--model`` and ``--channels`` only with ``model_options``: a study of several models names its own)."""
     from jaxgd.cli import Parser, add_data_options, add_distributed_options, add_out_options, int_list, positive
     from jaxgd.config import OPTIMIZERS
 
     p = Parser(prog=prog, description=description)
     p.add_argument("--preset", choices=tuple(presets), default=next(iter(presets)))
     add_data_options(p)
-    p.add_argument("--model", choices=MODELS, help="the preset's fully connected network, or a CNN")
-    p.add_argument("--channels", type=int_list, help="CNN: channels of each convolution")
+    if model_options:
+        p.add_argument("--model", choices=MODELS, help="the preset's fully connected network, or a CNN")
+        p.add_argument("--channels", type=int_list, help="CNN: channels of each convolution")
     p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"))
     p.add_argument("--cost", choices=("quadratic", "cross_entropy"))
     p.add_argument("--optimizer", choices=OPTIMIZERS)
@@ -47,7 +49,7 @@ def config_from_args(args, presets: dict, fields: tuple[str, ...], model_overrid
     if args.dataset is not None or args.data_dir is not None:
         changes["dataset"] = args.dataset  # None with --data-dir: read IDX files
     base = presets[args.preset]
-    model = changes.get("model", base.model)
+    model = changes.get("model", getattr(base, "model", None))
     if model_overrides and isinstance(model, str) and model != base.model:
         base = dataclasses.replace(base, **model_overrides.get(model, {}))
     return dataclasses.replace(base, **changes)

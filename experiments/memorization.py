@@ -79,10 +79,14 @@ PRESETS = {
 }
 
 
-#: What ``--model cnn`` changes in a preset: a CNN fits random labels within a few dozen epochs with Adam, and
-#: its max pooling needs the dense layer to hold a label per example (with SGD and momentum it reached 94-96%
-#: training accuracy on random labels after 400 epochs on the digits, with Adam 100% in 35-46).
-MODEL_OVERRIDES = {"cnn": {"optimizer": "adam", "learning_rate": 0.003, "hidden": (128,), "channels": (16, 32)}}
+#: What ``--model cnn`` changes in a preset: a CNN (conv 16, conv 32, each with 2x2 max pooling) with a dense
+#: layer of 256 to hold a label per example, SGD with momentum at lr 0.01 (the MLP: 0.05). Measured on the
+#: digits (3 seeds, 400 epochs): epochs to fit 11.7, 70.3, 71.3, 76.7, 82.3, 88.7 at corruption 0, 0.2, ..., 1,
+#: every condition at 100% training accuracy. With Adam (lr 0.003, dense 128) time to fit stopped growing above
+#: 0.2 corruption (10.2, 54.8, 59.3, 56.8, 54.5, 53.5); with momentum at lr 0.05 random labels reached only
+#: 94-96% training accuracy in 400 epochs.
+MODEL_OVERRIDES = {"cnn": {"optimizer": "momentum", "learning_rate": 0.01, "hidden": (256,), "channels": (16, 32),
+                           "epochs": 300}}
 
 
 def build_conditions(key, data, config: MemorizationConfig):

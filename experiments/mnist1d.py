@@ -199,7 +199,7 @@ def parse_args(argv=None):
     from experiments import common
     from jaxgd.cli import int_list, positive
 
-    p = common.parser("mnist1d.py", __doc__.splitlines()[0], PRESETS, "runs/mnist1d-{preset}")
+    p = common.parser("mnist1d.py", __doc__.splitlines()[0], PRESETS, "runs/mnist1d-{preset}", model_options=False)
     p.add_argument("--models", type=lambda t: tuple(v.strip() for v in t.split(",")), help="of logistic,mlp,cnn")
     p.add_argument("--conditions", type=lambda t: tuple(v.strip() for v in t.split(",")), help="of original,shuffled")
     p.add_argument("--hidden", type=int_list, help="the MLP's hidden widths")

@@ -22,7 +22,7 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, Per
 DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true",)
 
 #: Fields of a run's files that record when and how long, not what: left out of comparisons.
-WALL_CLOCK_FIELDS = ("wall_seconds", "environment")
+WALL_CLOCK_FIELDS = ("wall_seconds", "first_epoch_seconds", "environment")
 
 
 class UsageError(Exception):

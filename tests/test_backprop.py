@@ -39,7 +39,7 @@ def _both_gradients(net, cost, params, x, y):
     return backprop(net, cost, params, x, y), jax.grad(cost_fn(net, cost))(params, x, y)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     widths=st.lists(st.integers(1, 40), min_size=2, max_size=5),  # input + 0..3 hidden + output = depth 1-4
     activation=st.sampled_from(ACTIVATIONS),
@@ -128,3 +128,38 @@ def test_gradcheck_detects_a_wrong_gradient(x64, monkeypatch):
     monkeypatch.setattr(gc, "backprop", lambda *a: jax.tree.map(lambda g: 1.01 * g, backprop(*a)))
     rows = gc.gradcheck(net, "quadratic", params, x, y)
     assert max(r["max_rel_diff"] for r in rows) > 1e-3
+
+
+def test_learning_rate_is_half_of_nielsens_eta(x64):
+    """jaxgd's cost has no 1/2: one SGD step with --lr eta/2 is one step of Nielsen's network.py with eta."""
+    import numpy as np
+
+    import jaxgd
+
+    net = jaxgd.MLP((20, 7, 3))
+    from jaxgd.gradcheck import random_problem
+
+    params, x, y = random_problem(net, jax.random.key(0), 10, "normal", jnp.float64)
+    eta = 3.0
+    # Nielsen, network.py: C = 1/2 ||a - y||^2 per example, w -= eta / m * sum of the examples' gradients
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    w = [np.asarray(l["w"]) for l in params]
+    b = [np.asarray(l["b"]) for l in params]
+    nabla_w, nabla_b = [np.zeros_like(v) for v in w], [np.zeros_like(v) for v in b]
+    for xi, yi in zip(np.asarray(x), np.asarray(y)):
+        a, acts, zs = xi, [xi], []
+        for wl, bl in zip(w, b):
+            zs.append(a @ wl + bl)
+            a = sig(zs[-1])
+            acts.append(a)
+        delta = (a - np.eye(3)[yi]) * sig(zs[-1]) * (1 - sig(zs[-1]))
+        for l in reversed(range(len(w))):
+            nabla_w[l] += np.outer(acts[l], delta)
+            nabla_b[l] += delta
+            if l:
+                delta = (delta @ w[l].T) * sig(zs[l - 1]) * (1 - sig(zs[l - 1]))
+    nielsen = [wl - eta / 10 * g for wl, g in zip(w, nabla_w)]
+    grads = jax.grad(jaxgd.cost_fn(net, "quadratic"))(params, x, y)
+    ours = [l["w"] - (eta / 2) * g["w"] for l, g in zip(params, grads)]
+    for a, b_ in zip(nielsen, ours):
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-14)

@@ -51,3 +51,22 @@ def test_bad_options_exit_2(capsys):
     assert local_minima.main(["--widths", "0,5"]) == 2
     assert local_minima.main(["--modes", "sideways", "--quiet", "--seeds", "2", "--widths", "4"]) == 2
     assert "sideways" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """The CNN preset on a small configuration: channel counts 4 and 32, 20 seeds, 8 epochs on 600 digits."""
+    import dataclasses
+
+    config = dataclasses.replace(local_minima.PRESETS["quick"], model="cnn", **local_minima.MODEL_OVERRIDES["cnn"])
+    config = dataclasses.replace(config, widths=(4, 32), seeds=20, epochs=8, n_train=600, modes=("init_and_order",),
+                                 pairs=3, sharpness_iters=5, sharpness_examples=128)
+    return local_minima.run(config)
+
+
+def test_cnn_minima_concentrate_with_channels_and_alignment_lowers_the_barrier(cnn):
+    assert cnn["config"]["model"] == "cnn" and [s["width"] for s in cnn["summary"]] == [4, 32]
+    narrow, wide = cnn["summary"]
+    assert wide["test_cost_std"] <= 0.5 * narrow["test_cost_std"], (narrow, wide)
+    assert wide["barrier_after"] <= 0.7 * wide["barrier_before"], wide
+    assert all(s["aligned_max_output_diff"] <= 1e-5 for s in cnn["summary"])

@@ -61,6 +61,78 @@ def test_real_labels_are_learned_fast_first_random_labels_slowly(quick):
     assert rows[("random_labels", 1.0)]["gap_closed_at_10pct"] <= 0.4
 
 
+def test_real_examples_are_learned_early_and_consistently_noise_is_not(quick):
+    """Arpit et al. 2017: on real data many examples are learned at once by every seed; on random labels
+    which examples a seed gets right early is chance. Measured with per-seed data orders."""
+    rows = _by(quick)
+    true, random = rows[("true_labels", 0.0)], rows[("random_labels", 1.0)]
+    assert quick["config"]["data_order"] == "per_seed"
+    assert true["example_consistency"] >= random["example_consistency"] + 0.1
+    assert true["learned_early"] >= 2 * random["learned_early"]
+    assert true["learned_early"] >= 0.9  # nearly every real example within the first 10% of training
+    for s in quick["summary"]:
+        assert {"learned_at_spearman", "forgetting_events_mean", "unforgettable", "learned_at_quartiles"} <= set(s)
+    assert random["forgetting_events_mean"] > true["forgetting_events_mean"]
+    curves = {e["condition"]: e["learned_by_epoch"] for e in quick["examples"]}
+    assert curves["true_labels"][-1] == 1.0 and len(curves["true_labels"]) == quick["epochs_run"] + 1
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    """The CNN preset on a small configuration: 500 digits, true, half-corrupted and random labels."""
+    import dataclasses
+
+    config = dataclasses.replace(memorization.PRESETS["quick"], model="cnn", **memorization.MODEL_OVERRIDES["cnn"])
+    config = dataclasses.replace(config, n_train=500, seeds=2, corruptions=(0.5,), input_randomizations=(),
+                                 epochs=200)
+    return memorization.run(config)
+
+
+def test_a_cnn_memorizes_random_labels_more_slowly(cnn):
+    rows = _by(cnn)
+    true, half, random = rows[("true_labels", 0.0)], rows[("corrupt_labels", 0.5)], rows[("random_labels", 1.0)]
+    assert cnn["network"]["model"] == "cnn"
+    assert random["final_train_accuracy"] == 1.0 and random["final_test_accuracy"] <= 0.2
+    assert true["epochs_to_fit"] <= half["epochs_to_fit"] <= random["epochs_to_fit"]
+    assert random["epochs_to_fit"] >= 2 * true["epochs_to_fit"]
+
+
+def test_a_study_takes_a_dataset_and_a_model_object_from_any_directory(tmp_path):
+    """After pip install, the studies import from outside the repository and run on arrays and models of
+    one's own."""
+    import subprocess
+    import sys
+
+    script = """
+import dataclasses, numpy as np, jax.numpy as jnp, jaxgd
+from experiments import local_minima, memorization
+
+rng = np.random.default_rng(0)
+x = rng.random((120, 4, 4), dtype=np.float32)
+y = (x[:, 0, 0] > 0.5).astype(np.int32)
+data = jaxgd.data.Dataset(x[:100], y[:100], x[100:], y[100:], num_classes=2, name="mine")
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    def init(self, key):
+        return {"w": jnp.zeros((16, 2)), "b": jnp.zeros(2)}
+    def apply(self, params, x):
+        return x.reshape(x.shape[0], -1) @ params["w"] + params["b"]
+
+config = dataclasses.replace(memorization.PRESETS["quick"], dataset=data, model=Linear(), epochs=3, seeds=1,
+                             corruptions=(0.5,), input_randomizations=("gaussian",))
+results = memorization.run(config)
+print("memorization", results["dataset"]["name"], len(results["summary"]), results["config"]["dataset"]["n_train"])
+lm = dataclasses.replace(local_minima.PRESETS["quick"], dataset=data, widths=(3, 5), seeds=4, epochs=2, pairs=1,
+                         modes=("init_only",), model=lambda d, w: jaxgd.MLP((16, w, 2), activation="relu",
+                                                                            output="softmax"))
+print("local_minima", [r["width"] for r in local_minima.run(lm)["summary"]])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "memorization mine 4 100" in proc.stdout and "local_minima [3, 5]" in proc.stdout
+
+
 def test_runs_on_an_idx_directory(tmp_path):
     data_dir = write_fake_idx_dir(tmp_path / "idx", n_train=120, n_test=40)
     out = tmp_path / "out"
@@ -69,6 +141,7 @@ def test_runs_on_an_idx_directory(tmp_path):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"]["input_dim"] == 784 and results["network"]["sizes"] == [784, 32, 10]
+    assert results["dataset"]["input_shape"] == [28, 28, 1]
     assert len(results["summary"]) == 9
 
 

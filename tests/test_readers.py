@@ -4,6 +4,7 @@ scales are checked, never guessed."""
 import contextlib
 import os
 import re
+import shutil
 import signal
 
 import numpy as np
@@ -334,4 +335,15 @@ def test_resuming_from_an_edited_checkpoint_is_refused_at_the_cli(tmp_path, caps
     assert main(argv) == 0
     file = out / "checkpoints" / "checkpoint.npz"
     edit_header(file, file, epochs_done=1)
+    # A finished run: its manifest no longer verifies.
+    assert "checkpoints/checkpoint.npz changed since the run was committed" in one_line_exit_2(
+        argv + ["--resume"], capsys)
+    # An interrupted run (its files still in .pending, no manifest): the checkpoint's own checksum refuses it.
+    pending = out / ".pending"
+    pending.mkdir()
+    shutil.move(out / "config.json", pending / "config.json")
+    shutil.move(out / "checkpoints", pending / "checkpoints")
+    for f in out.iterdir():
+        if f.is_file():
+            f.unlink()
     assert "was modified after it was written" in one_line_exit_2(argv + ["--resume"], capsys)

@@ -26,7 +26,7 @@ def test_a_finished_run_is_committed_with_a_manifest_that_verifies(tmp_path):
     run = tmp_path / "run"
     assert main([*QUICK, "--out", str(run)]) == 0
     manifest = read_manifest(run)
-    assert set(manifest["files"]) == {"config.json", "metrics.json", "params.npz", "learning_curve.png",
+    assert set(manifest["files"]) == {"config.json", "metrics.json", "metrics.csv", "params.npz", "learning_curve.png",
                                       "weights.png", "checkpoints/checkpoint.npz"}
     assert verify(run) == [] and not (run / PENDING).exists() and not (run / LOCK).exists()
     (run / "metrics.json").write_text((run / "metrics.json").read_text().replace("0", "1", 1))
