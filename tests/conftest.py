@@ -1,8 +1,39 @@
-import jax
-import numpy as np
-import pytest
+import contextlib
+import os
+import tempfile
 
-import jaxgd
+# The suite compiles hundreds of small programs and runs each for a moment: XLA's compilation is most of its
+# time. Without most optimizations they compile about 40% faster; every process of the session, and every
+# command line it starts, uses the same setting, so results compared between them are computed alike. The
+# experiments, which train for minutes, run optimized (:func:`optimized`, OPTIMIZED for command lines).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+OPTIMIZED = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import jaxgd  # noqa: E402
+
+# One persistent compilation cache for the whole session — every test process and the command lines the tests
+# start (JAXGD_CACHE_DIR) — so that a program compiled once (the same small network in many tests, the same run
+# killed and restarted) is not compiled again. Kept apart from the user's own cache (~/.cache/jaxgd).
+os.environ.setdefault("JAXGD_CACHE_DIR", tempfile.mkdtemp(prefix="jaxgd-tests-"))
+jax.config.update("jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1")
+jax.config.update("jax_compilation_cache_dir", os.path.join(os.environ["JAXGD_CACHE_DIR"], "xla"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+@contextlib.contextmanager
+def optimized():
+    """XLA's usual optimizations for what runs inside: the suite's long trainings (see the top of this file)."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
 
 
 @pytest.fixture

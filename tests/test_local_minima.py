@@ -4,7 +4,7 @@ import json
 import pytest
 
 from experiments import local_minima
-from tests.conftest import write_fake_idx_dir
+from tests.conftest import optimized, write_fake_idx_dir
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,8 @@ def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("local_minima")
     argv = ["--preset", "quick", "--widths", "25,100,500", "--seeds", "40", "--modes", "init_and_order",
             "--pairs", "6", "--out", str(out), "--quiet"]
-    assert local_minima.main(argv) == 0
+    with optimized():
+        assert local_minima.main(argv) == 0
     assert (out / "local_minima.png").stat().st_size > 10_000
     return json.loads((out / "results.json").read_text())
 
@@ -61,7 +62,8 @@ def cnn():
     config = dataclasses.replace(local_minima.PRESETS["quick"], model="cnn", **local_minima.MODEL_OVERRIDES["cnn"])
     config = dataclasses.replace(config, widths=(4, 32), seeds=20, epochs=8, n_train=600, modes=("init_and_order",),
                                  pairs=3, sharpness_iters=5, sharpness_examples=128)
-    return local_minima.run(config)
+    with optimized():
+        return local_minima.run(config)
 
 
 def test_cnn_minima_concentrate_with_channels_and_alignment_lowers_the_barrier(cnn):

@@ -4,13 +4,14 @@ import json
 import pytest
 
 from experiments import memorization
-from tests.conftest import write_fake_idx_dir
+from tests.conftest import optimized, write_fake_idx_dir
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("memorization")
-    assert memorization.main(["--preset", "quick", "--out", str(out), "--quiet"]) == 0
+    with optimized():
+        assert memorization.main(["--preset", "quick", "--out", str(out), "--quiet"]) == 0
     assert (out / "memorization.png").stat().st_size > 10_000
     return json.loads((out / "results.json").read_text())
 
@@ -85,7 +86,8 @@ def cnn(tmp_path_factory):
     config = dataclasses.replace(memorization.PRESETS["quick"], model="cnn", **memorization.MODEL_OVERRIDES["cnn"])
     config = dataclasses.replace(config, n_train=500, seeds=2, corruptions=(0.5,), input_randomizations=(),
                                  epochs=200)
-    return memorization.run(config)
+    with optimized():
+        return memorization.run(config)
 
 
 def test_a_cnn_memorizes_random_labels_more_slowly(cnn):

@@ -10,6 +10,7 @@ import pytest
 import jaxgd
 from jaxgd.data import DatasetNotPrepared
 from jaxgd.data import mnist1d as source
+from tests.conftest import optimized
 
 pytest.importorskip("mnist1d")
 
@@ -125,7 +126,8 @@ def quick(cache, tmp_path_factory):
     from experiments import mnist1d
 
     out = tmp_path_factory.mktemp("mnist1d-table")
-    assert mnist1d.main(["--preset", "quick", "--data-dir", str(cache), "--out", str(out), "--quiet"]) == 0
+    with optimized():
+        assert mnist1d.main(["--preset", "quick", "--data-dir", str(cache), "--out", str(out), "--quiet"]) == 0
     assert (out / "mnist1d.png").stat().st_size > 10_000
     return json.loads((out / "results.json").read_text())
 

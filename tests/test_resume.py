@@ -13,9 +13,10 @@ import numpy as np
 
 from jaxgd.checkpoint import read
 from jaxgd.cli import WALL_CLOCK_FIELDS, compare_runs
+from tests.conftest import OPTIMIZED
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {"PYTHONUNBUFFERED": "1"}
+ENV = {"PYTHONUNBUFFERED": "1", **OPTIMIZED}  # these command lines train for seconds
 
 
 def _popen(args, **kw):

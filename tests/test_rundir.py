@@ -13,6 +13,7 @@ import pytest
 
 from jaxgd.cli import WALL_CLOCK_FIELDS, compare_runs, main
 from jaxgd.rundir import LOCK, PENDING, RunDir, RunDirError, read_manifest, verify
+from tests.conftest import OPTIMIZED
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["train", "--epochs", "2", "--quiet"]
@@ -164,7 +165,7 @@ def _epochs_checkpointed(out: Path) -> int:
 
 def test_killed_at_20_random_moments_over_an_older_run_never_mixes_runs(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **OPTIMIZED)
     whole, run = tmp_path / "whole", tmp_path / "run"
     assert _popen(["-m", "jaxgd", *TRAIN, "--out", str(whole)], env).wait(timeout=300) == 0
     assert _popen(["-m", "jaxgd", *QUICK, "--out", str(run)], env).wait(timeout=300) == 0  # the older run
