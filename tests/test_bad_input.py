@@ -1,5 +1,8 @@
 """Every bad input is answered with one sentence naming the bad value: exit code 2 at the CLI, never a traceback,
 and ValueError/TypeError from the API before any tracing."""
+import errno
+import os
+
 import numpy as np
 import pytest
 
@@ -206,3 +209,23 @@ def test_bad_api_input_raises_before_tracing(call, expected, monkeypatch):
     with pytest.raises((ValueError, TypeError)) as info:
         call()
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EROFS])
+def test_a_failing_file_system_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch, code):
+    """No space left, a file too large, a read-only file system: one line naming the error and the file."""
+    import jaxgd.rundir
+
+    def refuse(path, data, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(jaxgd.rundir, "atomic_write_bytes", refuse)
+    assert main(["train", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and os.strerror(code) in err[0] and str(tmp_path / "run") in err[0], err
+
+
+def test_an_out_on_a_read_only_system_directory_is_one_line(capsys):
+    assert main(["train", "--epochs", "1", "--quiet", "--out", "/sys/jaxgd-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/sys/jaxgd-run" in err[0], err
