@@ -49,9 +49,10 @@ def config_from_args(args, presets: dict, fields: tuple[str, ...], model_overrid
     if args.dataset is not None or args.data_dir is not None:
         changes["dataset"] = args.dataset  # None with --data-dir: read IDX files
     base = presets[args.preset]
-    model = changes.get("model", getattr(base, "model", None))
-    if model_overrides and isinstance(model, str) and model != base.model:
-        base = dataclasses.replace(base, **model_overrides.get(model, {}))
+    if model_overrides:  # only studies of one model have them (and a `model` field)
+        model = changes.get("model", base.model)
+        if isinstance(model, str) and model != base.model:
+            base = dataclasses.replace(base, **model_overrides.get(model, {}))
     return dataclasses.replace(base, **changes)
 
 

@@ -1,5 +1,7 @@
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 
 # The suite compiles hundreds of small programs and runs each for a moment: XLA's compilation is most of its
@@ -18,7 +20,9 @@ import jaxgd  # noqa: E402
 # One persistent compilation cache for the whole session — every test process and the command lines the tests
 # start (JAXGD_CACHE_DIR) — so that a program compiled once (the same small network in many tests, the same run
 # killed and restarted) is not compiled again. Kept apart from the user's own cache (~/.cache/jaxgd).
-os.environ.setdefault("JAXGD_CACHE_DIR", tempfile.mkdtemp(prefix="jaxgd-tests-"))
+if "JAXGD_CACHE_DIR" not in os.environ:  # the first process of the session makes it and removes it at exit
+    os.environ["JAXGD_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxgd-tests-")
+    atexit.register(shutil.rmtree, os.environ["JAXGD_CACHE_DIR"], ignore_errors=True)
 jax.config.update("jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] == "1")
 jax.config.update("jax_compilation_cache_dir", os.path.join(os.environ["JAXGD_CACHE_DIR"], "xla"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
