@@ -7,7 +7,10 @@ elementwise expression XLA fuses with the parameter update that follows it: one 
 over the weights instead of a matrix product, a temporary and an update. Under ``vmap``
 (a population) this avoids XLA's slow batched ``(batch, n_out) x (batch, n_in)``
 products; with a shared data order it also avoids a transposed copy of every member's
-weights. Larger minibatches use the matrix product. ``jax.grad`` through this layer
+weights. Larger minibatches use the matrix product, and their forward product is
+written ``(w @ x.T).T``: with a shared data order, XLA's CPU product then reads all
+members' weights where they lie rather than first copying them transposed, a tenth
+of a 100-member population's step at minibatch 100. ``jax.grad`` through this layer
 is checked against the hand-written backprop and against ``jax.grad`` of
 :meth:`jaxgd.MLP.logits` in the tests.
 """
@@ -23,6 +26,11 @@ OUTER_PRODUCT_MAX_BATCH = 32
 @jax.custom_vjp
 def dense(x: jax.Array, w: jax.Array) -> jax.Array:
     """``x (batch, n_in) @ w.T`` with ``w (n_out, n_in)`` -> ``(batch, n_out)``."""
+    if x.ndim == 2 and x.shape[0] > OUTER_PRODUCT_MAX_BATCH:
+        # The same product as ``(w @ x.T).T``: with the weights as the left operand, a shared-order
+        # population's (S * n_out, n_in) weights are multiplied where they lie, without the
+        # transposed copy of every member's weights that XLA's CPU product otherwise makes each step.
+        return jnp.swapaxes(w @ jnp.swapaxes(x, -1, -2), -1, -2)
     return x @ jnp.swapaxes(w, -1, -2)
 
 

@@ -23,19 +23,20 @@ def test_gradient_through_dense_equals_jax_grad_of_the_plain_network(x64, batch,
         np.testing.assert_allclose(a["b"], b["b"], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("batch", [10, OUTER_PRODUCT_MAX_BATCH + 8])  # both ways of writing the product
 @pytest.mark.parametrize("shared_input", [False, True])
-def test_dense_gradient_vmaps_over_members_with_shared_or_own_inputs(x64, shared_input):
+def test_dense_and_its_gradient_vmap_over_members_with_shared_or_own_inputs(x64, shared_input, batch):
     key_w, key_x, key_d = jax.random.split(jax.random.key(0), 3)
     w = jax.random.normal(key_w, (4, 6, 9), jnp.float64)  # 4 members, (n_out, n_in)
-    x = jax.random.normal(key_x, (9,) if shared_input else (4, 10, 9), jnp.float64)
-    x = jnp.broadcast_to(x, (10, 9)) * jnp.arange(1, 11)[:, None] if shared_input else x
-    d = jax.random.normal(key_d, (4, 10, 6), jnp.float64)
+    x = jax.random.normal(key_x, (batch, 9) if shared_input else (4, batch, 9), jnp.float64)
+    d = jax.random.normal(key_d, (4, batch, 6), jnp.float64)
 
     def vjp_one(w_m, x_m, d_m):
-        _, pull = jax.vjp(dense, x_m, w_m)
-        return pull(d_m)
+        out, pull = jax.vjp(dense, x_m, w_m)
+        return (out,) + pull(d_m)
 
-    dx, dw = jax.vmap(vjp_one, in_axes=(0, None if shared_input else 0, 0))(w, x, d)
-    xs = jnp.broadcast_to(x, (4, 10, 9)) if shared_input else x
+    out, dx, dw = jax.vmap(vjp_one, in_axes=(0, None if shared_input else 0, 0))(w, x, d)
+    xs = jnp.broadcast_to(x, (4, batch, 9)) if shared_input else x
+    np.testing.assert_allclose(out, jnp.einsum("sbi,soi->sbo", xs, w), rtol=1e-12)
     np.testing.assert_allclose(dw, jnp.einsum("sbo,sbi->soi", d, xs), rtol=1e-12)
     np.testing.assert_allclose(dx, jnp.einsum("sbo,soi->sbi", d, w), rtol=1e-12)
