@@ -27,9 +27,7 @@ OUTER_PRODUCT_MAX_BATCH = 32
 def dense(x: jax.Array, w: jax.Array) -> jax.Array:
     """``x (batch, n_in) @ w.T`` with ``w (n_out, n_in)`` -> ``(batch, n_out)``."""
     if x.ndim == 2 and x.shape[0] > OUTER_PRODUCT_MAX_BATCH:
-        # The same product as ``(w @ x.T).T``: with the weights as the left operand, a shared-order
-        # population's (S * n_out, n_in) weights are multiplied where they lie, without the
-        # transposed copy of every member's weights that XLA's CPU product otherwise makes each step.
+        # the weights as the left operand: no transposed copy of them per step (module docstring)
         return jnp.swapaxes(w @ jnp.swapaxes(x, -1, -2), -1, -2)
     return x @ jnp.swapaxes(w, -1, -2)
 

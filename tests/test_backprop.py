@@ -132,13 +132,7 @@ def test_gradcheck_detects_a_wrong_gradient(x64, monkeypatch):
 
 def test_learning_rate_is_half_of_nielsens_eta(x64):
     """jaxgd's cost has no 1/2: one SGD step with --lr eta/2 is one step of Nielsen's network.py with eta."""
-    import numpy as np
-
-    import jaxgd
-
-    net = jaxgd.MLP((20, 7, 3))
-    from jaxgd.gradcheck import random_problem
-
+    net = MLP((20, 7, 3))
     params, x, y = random_problem(net, jax.random.key(0), 10, "normal", jnp.float64)
     eta = 3.0
     # Nielsen, network.py: C = 1/2 ||a - y||^2 per example, w -= eta / m * sum of the examples' gradients
@@ -159,7 +153,7 @@ def test_learning_rate_is_half_of_nielsens_eta(x64):
             if l:
                 delta = (delta @ w[l].T) * sig(zs[l - 1]) * (1 - sig(zs[l - 1]))
     nielsen = [wl - eta / 10 * g for wl, g in zip(w, nabla_w)]
-    grads = jax.grad(jaxgd.cost_fn(net, "quadratic"))(params, x, y)
+    grads = jax.grad(cost_fn(net, "quadratic"))(params, x, y)
     ours = [l["w"] - (eta / 2) * g["w"] for l, g in zip(params, grads)]
     for a, b_ in zip(nielsen, ours):
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-14)
