@@ -95,7 +95,7 @@ def matmul_rate(n: int = 2048, precision: str | None = None) -> dict:
     """
     import jax
 
-    from jaxgd.config import MATMUL_PRECISION
+    from jaxgd.training.config import MATMUL_PRECISION
 
     precision = MATMUL_PRECISION if precision is None else precision
     a = np.random.default_rng(1).random((n, n), dtype=np.float32)

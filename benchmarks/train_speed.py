@@ -44,11 +44,11 @@ def jaxgd_model(model: str):
 
 def jaxgd_timers(data: dict, seeds: int, order: str, batch_size: int, steps: int | None,
                  devices=None, matmul_precision: str | None = None, model: str = "mlp"):
-    """jaxgd's compiled training program (:func:`jaxgd.loop.train_epochs`) for one configuration, compiled and
+    """jaxgd's compiled training program (:func:`jaxgd.training.loop.train_epochs`) for one configuration, compiled and
     warmed up, ready to be timed.
 
     The run is built by :func:`jaxgd.prepare` as :func:`jaxgd.fit` builds it (a population's members
-    spread over ``devices``, default every device; the kernel :func:`jaxgd.spec.choose_kernel` picks), on
+    spread over ``devices``, default every device; the kernel :func:`jaxgd.training.spec.choose_kernel` picks), on
     a small dataset of the same shape; it then trains on ``data`` (``{"x_train", "y_train"}``, placed
     already). With ``steps=None`` the program trains whole epochs. Otherwise there are two programs, with
     ``steps`` and ``2 * steps`` optimizer steps per epoch: the difference of their times is the cost of
@@ -62,7 +62,7 @@ def jaxgd_timers(data: dict, seeds: int, order: str, batch_size: int, steps: int
     import jax
 
     import jaxgd
-    from jaxgd.loop import train_epochs
+    from jaxgd.training.loop import train_epochs
 
     net, config = jaxgd_model(model)
     config = config.replace(batch_size=batch_size, epochs=1, data_order=order)
@@ -141,7 +141,7 @@ def memory_probe(seeds: int, order: str) -> dict:
     import jax
 
     import jaxgd
-    from jaxgd.loop import compiled_chunk
+    from jaxgd.training.loop import compiled_chunk
 
     x, y = common.mnist_shaped()
     x_test, y_test = common.mnist_shaped(10_000, seed=1)
@@ -205,7 +205,7 @@ def jaxgd_configs(quick: bool) -> list[tuple[str, int, str, int]]:
 
 def run(quick: bool = False, memory: bool = True) -> dict:
     """The whole table. Populations spread their members over every device, as :func:`jaxgd.fit` does
-    (on a CPU, one device per core when the caller ran :func:`jaxgd.sharding.use_cpu_devices` first)."""
+    (on a CPU, one device per core when the caller ran :func:`jaxgd.parallel.sharding.use_cpu_devices` first)."""
     import jax
 
     from benchmarks.peers import jax_naive, jax_population, numpy_textbook, torch_eager, torch_func
@@ -234,7 +234,7 @@ def run(quick: bool = False, memory: bool = True) -> dict:
         timed += [(ONE_DEVICE, "mlp", 100, order, 10, devices[:1]) for order in ("shared", "per_seed")]
     print(f"jaxgd (populations over {len(devices)} {devices[0].platform} device(s)): compiling "
           f"{len(timed)} configurations ...", flush=True)
-    from jaxgd import sharding
+    from jaxgd.parallel import sharding
 
     replicated = {}  # one copy of the data per set of devices, shared by the populations placed there
 
@@ -349,7 +349,7 @@ def checks(rows, memory_rows) -> list[dict]:
 
 
 def machine() -> dict:
-    from jaxgd.results import environment
+    from jaxgd.io.environment import environment
 
     env = environment()
     env.update(cpu_count=os.cpu_count(), processor=platform.processor() or platform.machine())
@@ -420,7 +420,7 @@ def main(argv=None) -> int:
                              "(default: one per core; 1 keeps JAX's single CPU device)")
     parser.add_argument("--memory-probe", nargs=2, metavar=("SEEDS", "ORDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from jaxgd.sharding import use_cpu_devices
+    from jaxgd.parallel.sharding import use_cpu_devices
 
     try:
         use_cpu_devices(args.cpu_devices)
@@ -432,7 +432,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     result = run(quick=args.quick, memory=not args.no_memory)
     result["wall_seconds"] = time.perf_counter() - start
-    from jaxgd.results import write_json
+    from jaxgd.io.files import write_json
 
     write_json(args.out, result)
     m = result["machine"]

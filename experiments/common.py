@@ -1,44 +1,46 @@
-"""What both experiment scripts share: their common options, the data and model of a study, and the driver."""
+"""What the studies share: their common options (the command line's own), the data and model of a study, and
+the driver that runs one into a run directory."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+from jaxgd.cli.presets import MODELS  # the models a study builds by name (its config also takes any model object)
+
 #: Options every experiment takes, as (flag, config field).
 TRAINING_FIELDS = ("activation", "cost", "optimizer", "learning_rate", "batch_size", "epochs", "seeds", "seed",
                    "max_members", "n_train", "data_dir", "num_classes", "input_scale", "model", "channels")
-#: The models a study builds by name (a study's config also takes any model object).
-MODELS = ("mlp", "cnn")
 
 
 def parser(prog: str, description: str, presets: dict, default_out: str, model_options: bool = True):
-    """A parser with ``--preset``, the data options and the training options every study shares
-    (``--model`` and ``--channels`` only with ``model_options``: a study of several models names its own)."""
-    from jaxgd.cli import Parser, add_data_options, add_distributed_options, add_out_options, int_list, positive
-    from jaxgd.config import OPTIMIZERS
+    """A parser with ``--preset``, the data options and the training options every study shares, from the
+    command line's own (``--model`` and ``--channels`` only with ``model_options``: a study of several models
+    names its own). Activations and costs are offered from their registries."""
+    from jaxgd.activations import hidden_activations
+    from jaxgd.cli import options as opt
+    from jaxgd.costs import COSTS
+    from jaxgd.training.config import OPTIMIZERS
 
-    p = Parser(prog=prog, description=description)
+    p = opt.Parser(prog=prog, description=description, formatter_class=opt.HelpFormatter)
     p.add_argument("--preset", choices=tuple(presets), default=next(iter(presets)))
-    add_data_options(p)
+    opt.add_data_options(p)
     if model_options:
         p.add_argument("--model", choices=MODELS, help="the preset's fully connected network, or a CNN")
-        p.add_argument("--channels", type=int_list, help="CNN: channels of each convolution")
-    p.add_argument("--activation", choices=("sigmoid", "tanh", "relu"))
-    p.add_argument("--cost", choices=("quadratic", "cross_entropy"))
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=positive(float), dest="learning_rate")
-    p.add_argument("--batch-size", type=positive(int), dest="batch_size")
-    p.add_argument("--epochs", type=positive(int))
-    p.add_argument("--seeds", type=positive(int))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--max-members", type=positive(int), dest="max_members",
+        p.add_argument("--channels", type=opt.int_list, help="CNN: channels of each convolution")
+    p.add_argument("--activation", choices=hidden_activations(), help="hidden nonlinearity (default: the preset's)")
+    p.add_argument("--cost", choices=COSTS, help="(default: the preset's)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="(default: the preset's)")
+    p.add_argument("--lr", type=opt.positive(float), dest="learning_rate", help="(default: the preset's)")
+    p.add_argument("--batch-size", type=opt.positive(int), dest="batch_size", help="(default: the preset's)")
+    p.add_argument("--epochs", type=opt.positive(int), help="(default: the preset's)")
+    p.add_argument("--seeds", type=opt.positive(int), help="(default: the preset's)")
+    p.add_argument("--seed", type=int, help="(default: the preset's)")
+    p.add_argument("--max-members", type=opt.positive(int), dest="max_members",
                    help="train at most this many networks per program")
-    add_out_options(p, default_out.format(preset="<preset>"), 10)
-    p.add_argument("--cpu-devices", type=positive(int), default=None, metavar="N", dest="cpu_devices",
-                   help="on a CPU, make N JAX devices and spread the seeds over them (N = cores is fastest; "
-                        "default: JAX's one CPU device)")
+    opt.add_out_options(p, default_out.format(preset="<preset>"), 10)
+    opt.add_machine_options(p, populations_only=False)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_distributed_options(p)
+    opt.add_distributed_options(p)
     return p
 
 
@@ -69,29 +71,24 @@ def study_data(config):
 
 def study_model(config, data, hidden: tuple[int, ...], channels: tuple[int, ...] | None = None):
     """The study's network for ``data``: ``config.model`` itself when it is a model object (or what it returns,
-    called with ``data``, when it is a function), else an MLP with ``hidden`` widths or a CNN with ``channels``
-    (and ``hidden`` dense layers after its convolutions)."""
-    import jaxgd
+    called with ``data``, when it is a function), else the model it names built as the command line builds it
+    (:func:`jaxgd.cli.presets.build_model`): an MLP with ``hidden`` widths or a CNN with ``channels`` (and
+    ``hidden`` dense layers after its convolutions)."""
+    from jaxgd.cli.presets import build_model
 
     model = config.model
     if not isinstance(model, str):
         return model(data) if callable(model) and not hasattr(model, "apply") else model
-    if model == "mlp":
-        output = "softmax" if config.cost == "cross_entropy" else "sigmoid"
-        return jaxgd.MLP((data.input_dim, *hidden, data.num_classes), activation=config.activation, output=output,
-                         initializer=config.init)
-    if model == "cnn":
-        return jaxgd.CNN(data.input_shape, data.num_classes, channels=channels or config.channels, hidden=hidden,
-                         activation=config.activation, initializer=config.init)
-    raise ValueError(f"Unknown model {model!r}; choose one of {', '.join(MODELS)}, or pass a model object.")
+    return build_model(model, data, activation=config.activation, cost=config.cost, hidden=hidden,
+                       channels=channels or config.channels, init=config.init)
 
 
 def record(config) -> dict:
     """``config`` as JSON: a Dataset by its name, shape and content hash, a model object by its description."""
     import jaxgd
-    from jaxgd.fingerprint import describe_or_none, digest
+    from jaxgd.io.fingerprint import describe_or_none, digest
     from jaxgd.models import describe
-    from jaxgd.results import to_jsonable
+    from jaxgd.io.files import to_jsonable
 
     out = {}
     for f in dataclasses.fields(config):
@@ -107,40 +104,36 @@ def record(config) -> dict:
 
 
 def main(prog: str, argv, parse_args, make_config, run, figures, format_table, default_out: str) -> int:
-    """Parses, runs, commits ``results.json`` and the figures as one run directory (:mod:`jaxgd.rundir`),
-    prints the table; bad input exits 2 in one line."""
+    """Parses, starts JAX as the command line does, runs, commits ``results.json`` and the figures as one run
+    directory (:func:`jaxgd.runs.rundir.run_in`), prints the table; bad input exits 2 in one line."""
     import json
 
-    from jaxgd.cli import guarded, run_mode, start_distributed
-    from jaxgd.results import write_json
-    from jaxgd.rundir import RunDir
+    from jaxgd.cli.guard import guarded
+    from jaxgd.cli.options import run_mode
+    from jaxgd.cli.startup import start_jax
 
     def body():
         args = parse_args(argv)
-        if args.cpu_devices is not None:
-            from jaxgd.sharding import use_cpu_devices
-
-            use_cpu_devices(args.cpu_devices)  # before JAX's first computation
-        start_distributed(args)
-        from jaxgd import distributed
+        start_jax(args, population=True)  # the compilation cache, one CPU device per core, --distributed
+        from jaxgd.io.files import write_json
+        from jaxgd.parallel import distributed
+        from jaxgd.runs.rundir import run_in
 
         config = make_config(args)
         out = Path(args.out or default_out.format(preset=args.preset))
         writer = distributed.is_writer()
-        run_dir = RunDir(out, writer=writer)  # process 0 locks, checks and writes; every process agrees
-        try:
-            if distributed.from_process_zero(lambda: run_dir.open(run_mode(args), record(config)).finished):
-                results = distributed.from_process_zero(lambda: json.loads((out / "results.json").read_text()))
-            else:
-                results = run(config, progress=not args.quiet, checkpoint=run_dir.pending / "checkpoints",
-                              checkpoint_every=args.checkpoint_every)
-                if writer:
-                    write_json(run_dir.pending / "results.json", results)
-                    figures(results, run_dir.pending)
-                distributed.from_process_zero(lambda: bool(run_dir.commit()))
-        finally:
-            run_dir.close()
-        distributed.barrier("jaxgd study committed")
+
+        def work(pending: Path) -> dict:
+            results = run(config, progress=not args.quiet, checkpoint=pending / "checkpoints",
+                          checkpoint_every=args.checkpoint_every)
+            if writer:
+                write_json(pending / "results.json", results)
+                figures(results, pending)
+            return results
+
+        finished, results = run_in(out, run_mode(args), record(config), work)
+        if finished:
+            results = distributed.from_process_zero(lambda: json.loads((out / "results.json").read_text()))
         if writer:
             print(format_table(results))
             print(f"{results['wall_seconds']:.0f} s -> {out}/results.json and figures in {out}")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgd.errors import InvalidArgument
+
 if __package__ in (None, ""):  # run as `python experiments/local_minima.py`: make `experiments` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -86,7 +88,7 @@ def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progr
     import jaxgd
     from jaxgd.landscape import align, barrier, sharpness
     from jaxgd.models import describe, num_params
-    from jaxgd.population import member_stats
+    from jaxgd.analysis.statistics import member_stats
 
     from experiments.common import study_model
 
@@ -161,7 +163,7 @@ def run(config: LocalMinimaConfig, *, progress: bool = False, checkpoint=None, c
     from scipy.stats import spearmanr
 
     import jaxgd
-    from jaxgd.results import environment
+    from jaxgd.io.environment import environment
 
     start = time.perf_counter()
     validate(config)
@@ -209,7 +211,7 @@ def figures(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxgd.plots import finish
+    from jaxgd.analysis.plots import finish
 
     mode = results["main_mode"]
     seeds = results["seeds"][mode]
@@ -263,7 +265,7 @@ def format_table(results: dict) -> str:
 
 def parse_args(argv=None):
     from experiments import common
-    from jaxgd.cli import int_list, positive
+    from jaxgd.cli.options import int_list, positive
 
     p = common.parser("local_minima.py", __doc__.splitlines()[0], PRESETS, "runs/local_minima-{preset}")
     p.add_argument("--widths", type=int_list)
@@ -283,9 +285,9 @@ def validate(config: LocalMinimaConfig) -> LocalMinimaConfig:
     """Raises ``ValueError`` naming the first bad field; returns ``config``."""
     unknown = set(config.modes) - set(MODES)
     if unknown:
-        raise ValueError(f"Unknown mode {sorted(unknown)[0]!r}; choose from {', '.join(MODES)}.")
+        raise InvalidArgument(f"Unknown mode {sorted(unknown)[0]!r}; choose from {', '.join(MODES)}.")
     if not config.widths or any(w < 1 for w in config.widths):
-        raise ValueError(f"Widths must be positive, got {config.widths}.")
+        raise InvalidArgument(f"Widths must be positive, got {config.widths}.")
     return config
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgd.errors import InvalidArgument
+
 if __package__ in (None, ""):  # run as `python experiments/memorization.py`: make `experiments` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -122,7 +124,7 @@ def build_conditions(key, data, config: MemorizationConfig):
         elif name == "gaussian":
             add(name, None, *randomize.gaussian_inputs(k_gauss, data.x_train, data.x_train.shape, data.x_test.shape))
         else:
-            raise ValueError(f"Unknown input randomization {name!r}; choose from shuffled_pixels, random_pixels, gaussian.")
+            raise InvalidArgument(f"Unknown input randomization {name!r}; choose from shuffled_pixels, random_pixels, gaussian.")
     arrays = {"x_train": np.stack(xs_train), "x_test": np.stack(xs_test), "y_train": np.stack(ys_train)}
     return names, fractions, arrays
 
@@ -200,8 +202,9 @@ def run(config: MemorizationConfig, *, progress: bool = False, checkpoint=None, 
     import jaxgd
     from experiments.common import record, study_data, study_model
     from jaxgd.models import describe, num_params
-    from jaxgd.population import Conditions, grid, member_stats
-    from jaxgd.results import environment
+    from jaxgd.analysis.statistics import member_stats
+    from jaxgd.training.population import Conditions, grid
+    from jaxgd.io.environment import environment
 
     start = time.perf_counter()
     data = study_data(config)
@@ -292,7 +295,7 @@ def figures(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxgd.plots import finish
+    from jaxgd.analysis.plots import finish
 
     curves, summary, examples = results["curves"], results["summary"], results.get("examples", [])
     epochs_run = max(1, results["epochs_run"])
@@ -383,7 +386,7 @@ def format_table(results: dict) -> str:
 
 def parse_args(argv=None):
     from experiments import common
-    from jaxgd.cli import int_list
+    from jaxgd.cli.options import int_list
 
     p = common.parser("memorization.py", __doc__.splitlines()[0], PRESETS, "runs/memorization-{preset}")
     p.add_argument("--hidden", type=int_list)
@@ -395,7 +398,7 @@ def make_config(args) -> MemorizationConfig:
     from experiments.common import config_from_args
 
     if args.corruptions is not None and any(not 0 < p < 1 for p in args.corruptions):
-        raise ValueError(f"--corruptions must lie strictly between 0 and 1, got {args.corruptions}.")
+        raise InvalidArgument(f"--corruptions must lie strictly between 0 and 1, got {args.corruptions}.")
     return config_from_args(args, PRESETS, ("hidden", "corruptions"), MODEL_OVERRIDES)
 
 

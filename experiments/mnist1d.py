@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgd.errors import InvalidArgument
+
 if __package__ in (None, ""):  # run as `python experiments/mnist1d.py`: make `experiments` importable, and
     here = Path(__file__).resolve().parent  # drop this folder from the path, so that `import mnist1d` is the package
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
@@ -81,7 +83,7 @@ def build_model(name: str, data, config: MNIST1DConfig):
     if name == "cnn":
         return jaxgd.models.CNN(data.input_shape, data.num_classes, channels=config.channels,
                                 kernel_size=config.kernel_size, pool=config.pool, activation=config.activation)
-    raise ValueError(f"Unknown model {name!r}; choose from {', '.join(MODELS)}.")
+    raise InvalidArgument(f"Unknown model {name!r}; choose from {', '.join(MODELS)}.")
 
 
 def run(config: MNIST1DConfig, *, progress: bool = False, checkpoint=None, checkpoint_every: int = 10) -> dict:
@@ -92,12 +94,12 @@ def run(config: MNIST1DConfig, *, progress: bool = False, checkpoint=None, check
 
     import jaxgd
     from jaxgd.models import describe, num_params
-    from jaxgd.results import environment
+    from jaxgd.io.environment import environment
 
     start = time.perf_counter()
     for c in config.conditions:
         if c not in CONDITIONS:
-            raise ValueError(f"Unknown condition {c!r}; choose from {', '.join(CONDITIONS)}.")
+            raise InvalidArgument(f"Unknown condition {c!r}; choose from {', '.join(CONDITIONS)}.")
     data = jaxgd.data.load(config.dataset if config.dataset is not None else "idx", data_dir=config.data_dir,
                            n_train=config.n_train)
     models = {name: build_model(name, data, config) for name in config.models}
@@ -152,7 +154,7 @@ def figures(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxgd.plots import finish
+    from jaxgd.analysis.plots import finish
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     colors = {m: f"C{i}" for i, m in enumerate(MODELS)}
@@ -197,7 +199,7 @@ def format_table(results: dict) -> str:
 
 def parse_args(argv=None):
     from experiments import common
-    from jaxgd.cli import int_list, positive
+    from jaxgd.cli.options import int_list, positive
 
     p = common.parser("mnist1d.py", __doc__.splitlines()[0], PRESETS, "runs/mnist1d-{preset}", model_options=False)
     p.add_argument("--models", type=lambda t: tuple(v.strip() for v in t.split(",")), help="of logistic,mlp,cnn")
@@ -218,7 +220,7 @@ def make_config(args) -> MNIST1DConfig:
         allowed = MODELS if name == "models" else CONDITIONS
         bad = [v for v in getattr(args, name) or () if v not in allowed]
         if bad:
-            raise ValueError(f"--{name}: unknown {bad[0]!r}; choose from {', '.join(allowed)}.")
+            raise InvalidArgument(f"--{name}: unknown {bad[0]!r}; choose from {', '.join(allowed)}.")
     config = config_from_args(args, PRESETS, ("models", "conditions", "hidden", "channels", "kernel_size", "pool",
                                               "init", "eval_every"))
     if args.dataset is None:  # --data-dir alone is MNIST-1D's cache directory here, not a folder of IDX files

@@ -13,6 +13,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxgd.errors import InvalidArgument, InvalidType
+
 
 class Activation(NamedTuple):
     fn: Callable[[jax.Array], jax.Array]
@@ -73,12 +75,12 @@ def register_activation(name: str, fn: Callable, derivative: Callable | None = N
       >>> register_activation("softplus", jax.nn.softplus, jax.nn.sigmoid)
     """
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"An activation's name must be a plain identifier like 'swish', got {name!r}.")
+        raise InvalidArgument(f"An activation's name must be a plain identifier like 'swish', got {name!r}.")
     if not callable(fn) or (derivative is not None and not callable(derivative)):
-        raise TypeError(f"register_activation({name!r}, ...) needs a function f(z) and optionally f'(z).")
+        raise InvalidType(f"register_activation({name!r}, ...) needs a function f(z) and optionally f'(z).")
     entry = Activation(fn, derivative)
     if name in ACTIVATIONS and ACTIVATIONS[name] != entry:
-        raise ValueError(f"The activation {name!r} is already registered with other functions.")
+        raise InvalidArgument(f"The activation {name!r} is already registered with other functions.")
     ACTIVATIONS[name] = entry
 
 
@@ -86,7 +88,7 @@ def check_activation(name: str, *, hidden: bool = True) -> None:
     options = hidden_activations() if hidden else OUTPUT_ACTIVATIONS
     if name not in options:
         kind = "activation" if hidden else "output activation"
-        raise ValueError(f"Unknown {kind} {name!r}; choose one of {', '.join(options)}"
+        raise InvalidArgument(f"Unknown {kind} {name!r}; choose one of {', '.join(options)}"
                          + (" (or register one with jaxgd.register_activation)." if hidden else "."))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxgd.errors import InvalidArgument
 from jaxgd.activations import ACTIVATIONS, output_activation
 from jaxgd.costs import COSTS
 from jaxgd.mlp import MLP, Params
@@ -59,13 +60,13 @@ def output_error(net: MLP, cost: str, z_out: jax.Array, a_out: jax.Array, y: jax
 def check_backprop(net, cost) -> None:
     """Raises ``ValueError`` with a sentence when the hand-written backprop cannot compute this gradient."""
     if not isinstance(net, MLP):
-        raise ValueError(f"The hand-written backprop is written for jaxgd.MLP's layers; {type(net).__name__} "
+        raise InvalidArgument(f"The hand-written backprop is written for jaxgd.MLP's layers; {type(net).__name__} "
                          "trains with gradient='autodiff'.")
     if callable(cost) or cost not in COSTS:
-        raise ValueError(f"The hand-written backprop knows the {' and '.join(COSTS)} costs, not {cost!r}; "
+        raise InvalidArgument(f"The hand-written backprop knows the {' and '.join(COSTS)} costs, not {cost!r}; "
                          "use gradient='autodiff'.")
     if ACTIVATIONS[net.activation].derivative is None:
-        raise ValueError(f"The activation {net.activation!r} was registered without its derivative, which the "
+        raise InvalidArgument(f"The activation {net.activation!r} was registered without its derivative, which the "
                          "hand-written backprop needs (jaxgd.register_activation(name, fn, derivative)).")
 
 

@@ -16,6 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxgd.errors import InvalidArgument
 from jaxgd.activations import output_activation
 
 COSTS = ("quadratic", "cross_entropy")
@@ -25,8 +26,13 @@ def check_cost(cost) -> None:
     if callable(cost):
         return
     if cost not in COSTS:
-        raise ValueError(f"Unknown cost {cost!r}; choose one of {', '.join(COSTS)}, "
+        raise InvalidArgument(f"Unknown cost {cost!r}; choose one of {', '.join(COSTS)}, "
                          "or pass a function cost(logits, y) -> per-example costs.")
+
+
+def output_of(model) -> str:
+    """The output activation the quadratic cost applies to ``model``'s logits (``identity`` by default)."""
+    return getattr(model, "output", "identity")
 
 
 def per_example_cost(cost, logits: jax.Array, y: jax.Array, output: str = "identity") -> jax.Array:
@@ -57,8 +63,6 @@ def cost_fn(model, cost="quadratic", matmul: Callable | None = None) -> Callable
       A pure function of ``params``, ``x: (batch, ...)`` and integer labels
       ``y: (batch,)``, safe to ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
     """
-    from jaxgd.models import output_of
-
     check_cost(cost)
     output = output_of(model)
     if matmul is not None:
@@ -71,18 +75,3 @@ def cost_fn(model, cost="quadratic", matmul: Callable | None = None) -> Callable
 
     cost_of.__name__ = f"{getattr(cost, '__name__', cost)}_cost"
     return cost_of
-
-
-def evaluate(model, cost, params, x, y, chunk: int = 4096):
-    """Mean cost and accuracy of ``model`` over a whole split, in chunks of ``chunk`` examples.
-
-    Returns:
-      ``(cost, accuracy)`` as scalars.
-    """
-    from jaxgd.metrics import evaluate_split
-    from jaxgd.models import output_of
-
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    out = evaluate_split(lambda i: (x[i], y[i]), y.shape[0], x.dtype, chunk,
-                         lambda xb: model.apply(params, xb), cost, output_of(model))
-    return out["cost"], out["accuracy"]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxgd.errors import InvalidArgument, InvalidType
 from jaxgd.activations import ACTIVATIONS, check_activation, output_activation
 
 Params = list  # list[dict[str, jax.Array]]: one {"w", "b"} per layer
@@ -34,21 +35,21 @@ INITIALISERS = {
 
 def check_initialiser(init: str) -> None:
     if init not in INITIALISERS:
-        raise ValueError(f"Unknown initialiser {init!r}; choose one of {', '.join(INITIALISERS)}.")
+        raise InvalidArgument(f"Unknown initialiser {init!r}; choose one of {', '.join(INITIALISERS)}.")
 
 
 def positive_widths(kind: str, widths, *, allow_empty: bool = False) -> tuple[int, ...]:
     """``widths`` as a tuple of positive ints, or ``TypeError``/``ValueError`` naming ``kind`` and the value."""
     if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
-        raise TypeError(f"{kind} must be a sequence of positive integers, got {widths!r}.")
+        raise InvalidType(f"{kind} must be a sequence of positive integers, got {widths!r}.")
     values = tuple(widths)
     if not values and not allow_empty:
-        raise ValueError(f"{kind} needs at least one width, got {values!r}.")
+        raise InvalidArgument(f"{kind} needs at least one width, got {values!r}.")
     for s in values:
         if isinstance(s, bool) or not isinstance(s, int) and not hasattr(s, "__index__"):
-            raise TypeError(f"{kind} must hold integers, got {s!r} in {values!r}.")
+            raise InvalidType(f"{kind} must hold integers, got {s!r} in {values!r}.")
         if int(s) < 1:
-            raise ValueError(f"{kind} must hold positive integers, got {int(s)} in {values!r}.")
+            raise InvalidArgument(f"{kind} must hold positive integers, got {int(s)} in {values!r}.")
     return tuple(int(s) for s in values)
 
 
@@ -80,9 +81,9 @@ class MLP:
 
     def __post_init__(self):
         if isinstance(self.sizes, (str, bytes)) or not hasattr(self.sizes, "__iter__"):
-            raise TypeError(f"MLP sizes must be a sequence of layer widths, got {self.sizes!r}.")
+            raise InvalidType(f"MLP sizes must be a sequence of layer widths, got {self.sizes!r}.")
         if len(tuple(self.sizes)) < 2:
-            raise ValueError(f"MLP sizes needs at least an input and an output width, got {tuple(self.sizes)!r}.")
+            raise InvalidArgument(f"MLP sizes needs at least an input and an output width, got {tuple(self.sizes)!r}.")
         object.__setattr__(self, "sizes", positive_widths("MLP sizes", self.sizes))
         check_activation(self.activation)
         check_activation(self.output, hidden=False)
@@ -119,7 +120,7 @@ class MLP:
         """Pre-activations ``z_L`` of the output layer for ``x: (batch, n_in)``, shape ``(batch, n_out)``.
 
         ``matmul(a, w)`` multiplies activations by a layer's weights; the training loop
-        passes :func:`jaxgd.dense.dense` for its ``(n_out, n_in)`` weight layout.
+        passes :func:`jaxgd.training.dense.dense` for its ``(n_out, n_in)`` weight layout.
         """
         return self.logits_from_first(params, matmul(x, params[0]["w"]), matmul)
 
@@ -127,7 +128,7 @@ class MLP:
         """:meth:`logits` given the first layer's weighted input ``u = x @ w_1`` (before its bias).
 
         Reads every parameter but ``params[0]["w"]``; the training loop's deferred
-        first-layer updates (:mod:`jaxgd.deferred`) compute ``u`` their own way.
+        first-layer updates (:mod:`jaxgd.training.deferred`) compute ``u`` their own way.
         """
         act = ACTIVATIONS[self.activation].fn
         z = u + params[0]["b"]
@@ -160,13 +161,13 @@ class MLP:
         """Raises ``ValueError`` naming the first leaf whose shape does not fit this network."""
         if not isinstance(params, (list, tuple)) or len(params) != self.num_layers:
             got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
-            raise ValueError(f"Parameters must be a list of {self.num_layers} layers for {self.sizes}, got {got}.")
+            raise InvalidArgument(f"Parameters must be a list of {self.num_layers} layers for {self.sizes}, got {got}.")
         for i, (layer, n_in, n_out) in enumerate(zip(params, self.sizes[:-1], self.sizes[1:])):
             if not isinstance(layer, dict) or set(layer) != {"w", "b"}:
-                raise ValueError(f"Layer {i} of the parameters must be a dict with keys 'w' and 'b'.")
+                raise InvalidArgument(f"Layer {i} of the parameters must be a dict with keys 'w' and 'b'.")
             for name, shape in (("w", (n_in, n_out)), ("b", (n_out,))):
                 got = tuple(jnp.shape(layer[name]))
                 if got[-len(shape):] != shape:
-                    raise ValueError(
+                    raise InvalidArgument(
                         f"params[{i}][{name!r}] has shape {got}, but {self.sizes} needs {shape}."
                     )

@@ -81,11 +81,11 @@ def npy_bytes(array_header: dict, data: bytes = b"") -> bytes:
 
 
 def write_checkpoint(path, n_params: int = 1000) -> Path:
-    """A valid checkpoint (written by :func:`jaxgd.checkpoint.save`) of a state with ``n_params`` weights."""
+    """A valid checkpoint (written by :func:`jaxgd.runs.checkpoint.save`) of a state with ``n_params`` weights."""
     import jax
 
-    from jaxgd import checkpoint
-    from jaxgd.state import TrainState
+    from jaxgd.runs import checkpoint
+    from jaxgd.training.state import TrainState
 
     state = TrainState(params=[{"w": np.arange(n_params, dtype=np.float32)}], opt_state=(),
                        step=np.int32(3), data_key=jax.random.key(0))
@@ -155,8 +155,8 @@ def cases(tmp: Path, scale: float = 1.0) -> list[tuple[str, str, Path, Path]]:
     zip_bomb = write_zip_bomb(valid_ckpt, tmp / "zip-bomb.npz", inflated=int(3e9 * scale))
     huge = write_huge_header(valid_ckpt, tmp / "huge-header.npz")
     return [("gzip IDX bomb", "jaxgd.data.idx:read_idx", bomb_gz, valid_gz),
-            ("checkpoint zip bomb", "jaxgd.checkpoint:read", zip_bomb, valid_ckpt),
-            ("checkpoint .npy header (10**12,)", "jaxgd.checkpoint:read", huge, valid_ckpt)]
+            ("checkpoint zip bomb", "jaxgd.runs.checkpoint:read", zip_bomb, valid_ckpt),
+            ("checkpoint .npy header (10**12,)", "jaxgd.runs.checkpoint:read", huge, valid_ckpt)]
 
 
 def main(argv=None) -> int:

@@ -214,12 +214,12 @@ def test_bad_api_input_raises_before_tracing(call, expected, monkeypatch):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EROFS])
 def test_a_failing_file_system_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch, code):
     """No space left, a file too large, a read-only file system: one line naming the error and the file."""
-    import jaxgd.rundir
+    import jaxgd.runs.rundir
 
     def refuse(path, data, *args, **kwargs):
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(jaxgd.rundir, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(jaxgd.runs.rundir, "atomic_write_bytes", refuse)
     assert main(["train", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and os.strerror(code) in err[0] and str(tmp_path / "run") in err[0], err

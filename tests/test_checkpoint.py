@@ -8,7 +8,7 @@ import pytest
 import jaxgd
 from tests.conftest import Killed, kill_after
 from jaxgd import MLP, TrainConfig, fit
-from jaxgd.checkpoint import CheckpointError
+from jaxgd.runs.checkpoint import CheckpointError
 
 NET = MLP((64, 16, 16, 10))
 CONFIG = TrainConfig(epochs=6, eval_every=2)
@@ -65,7 +65,7 @@ def test_corrupt_and_foreign_version_checkpoints_are_refused(small_digits, tmp_p
     file = tmp_path / "checkpoint.npz"
     good = file.read_bytes()
     version = jaxgd.__version__
-    monkeypatch.setattr(jaxgd, "__version__", "0.0.1")
+    monkeypatch.setattr(jaxgd.runs.checkpoint, "__version__", "0.0.1")
     with pytest.raises(CheckpointError, match=f"written by jaxgd {version}, this is jaxgd 0.0.1"):
         fit(jax.random.key(0), NET, small_digits, CONFIG.replace(epochs=2), checkpoint=tmp_path)
     monkeypatch.undo()

@@ -1,4 +1,4 @@
-"""Deferred first-layer updates (jaxgd.deferred): the same SGD, scheduled in blocks of steps."""
+"""Deferred first-layer updates (jaxgd.training.deferred): the same SGD, scheduled in blocks of steps."""
 import dataclasses
 import json
 import os
@@ -13,8 +13,8 @@ import pytest
 
 import jaxgd
 from jaxgd import MLP, Conditions, TrainConfig, fit
-from jaxgd.deferred import BLOCK_EXAMPLES, block_steps
-from jaxgd.loop import train_epochs
+from jaxgd.training.deferred import BLOCK_EXAMPLES, block_steps
+from jaxgd.training.loop import train_epochs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,8 +80,8 @@ def test_deferred_blocks_with_a_label_condition_per_member(x64):
 
 
 def test_deferred_updates_are_used_only_where_they_are_exact():
-    from jaxgd.optim import build
-    from jaxgd.spec import choose_kernel
+    from jaxgd.training.optim import build
+    from jaxgd.training.spec import choose_kernel
 
     net = MLP((784, 16, 16, 10))
 
@@ -107,7 +107,7 @@ def test_deferred_updates_are_used_only_where_they_are_exact():
 
 TWO_DEVICES = textwrap.dedent("""
     import json
-    from jaxgd.sharding import use_cpu_devices
+    from jaxgd.parallel.sharding import use_cpu_devices
     use_cpu_devices(2)
     import jax, numpy as np
     import jaxgd
@@ -142,7 +142,7 @@ def test_cpu_devices_spread_a_deferred_population_and_give_the_same_result():
 
 
 def test_use_cpu_devices_refuses_bad_counts_and_a_started_backend():
-    from jaxgd.sharding import use_cpu_devices
+    from jaxgd.parallel.sharding import use_cpu_devices
 
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="positive integer"):

@@ -6,9 +6,9 @@ import pytest
 
 import jaxgd
 from jaxgd.costs import cost_fn
-from jaxgd.dense import OUTER_PRODUCT_MAX_BATCH, dense
+from jaxgd.training.dense import OUTER_PRODUCT_MAX_BATCH, dense
 from jaxgd.gradcheck import random_problem
-from jaxgd.spec import dense_layout as to_compute_layout
+from jaxgd.training.spec import dense_layout as to_compute_layout
 
 
 @pytest.mark.parametrize("batch", [1, 10, OUTER_PRODUCT_MAX_BATCH, OUTER_PRODUCT_MAX_BATCH + 1, 100])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxgd.cli import WALL_CLOCK_FIELDS, compare_runs
+from jaxgd.runs.compare import WALL_CLOCK_FIELDS, compare_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXGD_COORDINATOR")}
@@ -27,7 +27,7 @@ WORKER = textwrap.dedent("""
     else:
         jax.config.update("jax_num_cpu_devices", 2)
     import numpy as np, jaxgd
-    from jaxgd.results import flatten_params
+    from jaxgd.io.files import flatten_params
     data = jaxgd.data.subset(jaxgd.data.load("digits"), n_train=300)
     keys = jax.random.split(jax.random.key(0), 6)
     for order in ("per_seed", "shared"):
@@ -81,7 +81,7 @@ def test_processes_that_disagree_fail_with_one_line_on_every_process(tmp_path):
 
 
 def _launch(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "jaxgd.launch", "-n", "2", "--", sys.executable, "-m", "jaxgd",
+    return subprocess.Popen([sys.executable, "-m", "jaxgd.parallel.launch", "-n", "2", "--", sys.executable, "-m", "jaxgd",
                              *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **kw)
 
@@ -114,7 +114,7 @@ def test_a_killed_process_stops_the_job_and_resume_ends_bit_identical(tmp_path):
     stopped_after = time.perf_counter() - killed_at
     err = job.stderr.read()
     assert stopped_after < 10, stopped_after
-    assert "jaxgd.launch: process 1 was killed by SIGKILL; stopping the other processes (0)" in err, err[-2000:]
+    assert "jaxgd.parallel.launch: process 1 was killed by SIGKILL; stopping the other processes (0)" in err, err[-2000:]
     assert job.returncode == 137
     resumed = _launch([*TRAIN, "--out", str(run), "--resume"])
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
@@ -134,7 +134,7 @@ def test_a_study_across_two_processes_writes_the_results_of_one_process_once(tmp
                          cwd=ROOT,
                          env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "jaxgd.launch", "-n", "2", "--", sys.executable, script, *argv,
+    two = subprocess.run([sys.executable, "-m", "jaxgd.parallel.launch", "-n", "2", "--", sys.executable, script, *argv,
                           "--quiet", "--distributed", "--out", str(tmp_path / "two")], cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]

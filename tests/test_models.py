@@ -11,7 +11,7 @@ import jaxgd
 from tests.conftest import Killed, kill_after
 from jaxgd import CNN, MLP, TrainConfig, fit
 from jaxgd.landscape import align, barrier, sharpness
-from jaxgd.loop import train_chunk
+from jaxgd.training.loop import train_chunk
 from jaxgd.models import check_model
 
 CNN_CONFIG = TrainConfig(cost="cross_entropy", optimizer="momentum", learning_rate=0.05, batch_size=32, epochs=3)
@@ -142,7 +142,7 @@ def test_a_50_member_cnn_population_is_one_compiled_program(small_digits, monkey
 
 
 def test_map_and_vmap_kernels_train_a_population_the_same_way(small_digits):
-    from jaxgd.loop import train_epochs
+    from jaxgd.training.loop import train_epochs
 
     model = CNN(small_digits.input_shape, 10, channels=(4, 8))
     for order in ("per_seed", "shared"):
@@ -184,7 +184,7 @@ def test_align_recovers_a_permutation_of_cnn_channels():
 
 
 def test_cnn_params_and_history_files_round_trip(small_digits, tmp_path):
-    from jaxgd.results import flatten_params, load_params, save_npz
+    from jaxgd.io.files import flatten_params, load_params, save_npz
 
     model = CNN(small_digits.input_shape, 10, channels=(4,))
     params = model.init(jax.random.key(0))
@@ -256,7 +256,7 @@ def test_an_equinox_model_trains_alone_as_a_population_and_resumes_bit_identical
 
 
 def test_a_model_is_checkpointed_with_a_record_of_what_it_is(small_digits, tmp_path):
-    from jaxgd.checkpoint import CheckpointError
+    from jaxgd.runs.checkpoint import CheckpointError
 
     config = CNN_CONFIG.replace(epochs=1)
     fit(0, CNN(small_digits.input_shape, 10, channels=(4,)), small_digits, config, checkpoint=tmp_path)
@@ -286,7 +286,7 @@ def test_no_test_or_benchmark_imports_a_private_name():
 def test_one_training_step_reads_in_one_short_file():
     import inspect
 
-    import jaxgd.step
+    import jaxgd.training.step
 
     source = inspect.getsource(jaxgd.step)
     assert len(source.splitlines()) < 150

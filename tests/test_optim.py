@@ -11,7 +11,7 @@ import pytest
 import jaxgd
 from tests.conftest import Killed, kill_after
 from jaxgd import MLP, TrainConfig, fit
-from jaxgd.checkpoint import CheckpointError
+from jaxgd.runs.checkpoint import CheckpointError
 
 NET = MLP((64, 16, 10), activation="relu", output="softmax")
 ADAMW = TrainConfig(cost="cross_entropy", optimizer=optax.adamw, learning_rate=0.01, batch_size=20, epochs=4)
@@ -63,7 +63,7 @@ def test_weight_decay_works_with_plain_sgd_as_decoupled_decay(small_digits, x64)
     config = TrainConfig(batch_size=None, learning_rate=0.5, epochs=1, weight_decay=0.1)
     result = fit(jax.random.key(0), net, data, config)
     run = jaxgd.prepare(jax.random.key(0), net, data, config)
-    params0 = jaxgd.spec.from_compute_layout(run.spec, run.state.params)
+    params0 = jaxgd.training.spec.from_compute_layout(run.spec, run.state.params)
     grads = jax.grad(jaxgd.cost_fn(net, "quadratic"))(params0, jnp.asarray(data.x_train), jnp.asarray(data.y_train))
     expected = jax.tree.map(lambda p, g: p - 0.5 * (g + 0.1 * p), params0, grads)
     chex.assert_trees_all_close(result.params, expected, rtol=1e-6, atol=1e-7)

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgd import permutation as perm_module
-from jaxgd.permutation import permutation, rounds, stable_argsort
+from jaxgd.data import permutation as perm_module
+from jaxgd.data.permutation import permutation, rounds, stable_argsort
 
 
 @pytest.mark.parametrize("n", [2, 3, 10, 1000, 50_000, 65_537])

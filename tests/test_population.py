@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxgd import MLP, Conditions, TrainConfig, fit, member_stats
-from jaxgd.population import grid
+from jaxgd.training.population import grid
 
 NET = MLP((64, 16, 10))
 CONFIG = TrainConfig(epochs=3, learning_rate=3.0)
@@ -105,7 +105,7 @@ SHARDED = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     import jaxgd
-    from jaxgd.loop import train_epochs
+    from jaxgd.training.loop import train_epochs
     data = jaxgd.data.subset(jaxgd.data.load("digits"), n_train=300)
     net = jaxgd.MLP((64, 16, 10))
     keys = jax.random.split(jax.random.key(0), 6)  # 6 members on 4 devices: padded to 8

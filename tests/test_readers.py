@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jaxgd
-from jaxgd import checkpoint
-from jaxgd.checkpoint import CheckpointError
+from jaxgd.runs import checkpoint
+from jaxgd.runs.checkpoint import CheckpointError
 from jaxgd.cli import main
 from jaxgd.data import IDXError, read_idx, write_idx
 from tests.conftest import write_fake_idx_dir
@@ -220,8 +220,8 @@ def test_a_checkpoint_zip_bomb_is_refused_within_the_memory_of_a_valid_file(tmp_
     assert bomb.stat().st_size < 2 ** 20
     with pytest.raises(CheckpointError, match=r"its member 'diverged.npy' declares 314572928 bytes compressed into"):
         checkpoint.read(bomb)
-    bomb_peak, outcome = peak_memory("jaxgd.checkpoint:read", bomb)
-    valid_peak, read = peak_memory("jaxgd.checkpoint:read", valid)
+    bomb_peak, outcome = peak_memory("jaxgd.runs.checkpoint:read", bomb)
+    valid_peak, read = peak_memory("jaxgd.runs.checkpoint:read", valid)
     assert outcome.startswith("CheckpointError") and read == "read"
     assert bomb_peak < valid_peak + MARGIN, (bomb_peak, valid_peak)
 
@@ -240,8 +240,8 @@ def test_a_huge_npy_header_is_refused_before_allocating(tmp_path, valid):
     huge = write_huge_header(valid, tmp_path / "huge.npz")
     with pytest.raises(CheckpointError, match=r"its array 'diverged' claims shape \(1000000000000,\), more than"):
         checkpoint.read(huge)
-    huge_peak, outcome = peak_memory("jaxgd.checkpoint:read", huge)
-    valid_peak, _ = peak_memory("jaxgd.checkpoint:read", valid)
+    huge_peak, outcome = peak_memory("jaxgd.runs.checkpoint:read", huge)
+    valid_peak, _ = peak_memory("jaxgd.runs.checkpoint:read", valid)
     assert outcome.startswith("CheckpointError") and huge_peak < valid_peak + MARGIN
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgd.checkpoint import read
-from jaxgd.cli import WALL_CLOCK_FIELDS, compare_runs
+from jaxgd.runs.checkpoint import read
+from jaxgd.runs.compare import WALL_CLOCK_FIELDS, compare_runs
 from tests.conftest import OPTIMIZED
 
 ROOT = Path(__file__).resolve().parent.parent

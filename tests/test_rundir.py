@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxgd.cli import WALL_CLOCK_FIELDS, compare_runs, main
-from jaxgd.rundir import LOCK, PENDING, RunDir, RunDirError, read_manifest, verify
+from jaxgd.cli import main
+from jaxgd.runs.compare import WALL_CLOCK_FIELDS, compare_runs
+from jaxgd.runs.rundir import LOCK, PENDING, RunDir, RunDirError, read_manifest, verify
 from tests.conftest import OPTIMIZED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ def _popen(args, env):
 
 
 def _epochs_checkpointed(out: Path) -> int:
-    from jaxgd.checkpoint import read
+    from jaxgd.runs.checkpoint import read
 
     files = list(out.glob(f"{PENDING}/checkpoints/*.npz"))
     return max((read(f)[0]["epochs_done"] for f in files), default=0)

@@ -8,9 +8,9 @@ import pytest
 
 import jaxgd
 from jaxgd import MLP, TrainConfig, fit
-from jaxgd.loop import train_chunk
-from jaxgd.spec import from_compute_layout
-from jaxgd.state import init_state
+from jaxgd.training.loop import train_chunk
+from jaxgd.training.spec import from_compute_layout
+from jaxgd.training.state import init_state
 
 NET = MLP((64, 16, 16, 10))
 

@@ -13,7 +13,7 @@ import numpy as np
 from jaxgd.data.dataset import Dataset
 from jaxgd.data.idx import IDXError, load_idx_dir, read_idx, write_idx
 from jaxgd.data.mnist1d import load_mnist1d
-from jaxgd.data.tfds_source import DatasetNotPrepared
+from jaxgd.errors import DataError, DatasetNotPrepared, InvalidType
 from jaxgd.data import randomize
 from jaxgd.data.randomize import corrupt_labels, gaussian_inputs, random_labels, random_pixels, shuffled_pixels
 
@@ -49,9 +49,9 @@ def _positive_count(name: str, value, allow_zero: bool = False):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
+        raise InvalidType(f"{name} must be an integer, got {value!r}.")
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}.")
+        raise DataError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}.")
     return int(value)
 
 
@@ -86,19 +86,19 @@ def load(name: str | None = "digits", *, data_dir: str | os.PathLike | None = No
     n_train = _positive_count("n_train", n_train)
     if isinstance(validation, float) and not isinstance(validation, bool):
         if not 0.0 <= validation < 1.0:
-            raise ValueError(f"validation as a fraction must lie in [0, 1), got {validation}.")
+            raise DataError(f"validation as a fraction must lie in [0, 1), got {validation}.")
     else:
         validation = _positive_count("validation", validation, allow_zero=True)
     if name is not None and not isinstance(name, str):
-        raise TypeError(f"Dataset name must be a string, got {name!r}.")
+        raise InvalidType(f"Dataset name must be a string, got {name!r}.")
 
     num_classes = _positive_count("num_classes", num_classes)
     if scale is not None and name not in (None, "idx"):
-        raise ValueError(f"scale={scale!r} applies to IDX files only; {name} is scaled by its source.")
+        raise DataError(f"scale={scale!r} applies to IDX files only; {name} is scaled by its source.")
 
     if name in (None, "idx"):
         if data_dir is None:
-            raise ValueError("Reading IDX files needs data_dir, the directory that holds them.")
+            raise DataError("Reading IDX files needs data_dir, the directory that holds them.")
         x_tr, y_tr, x_te, y_te, shape, classes = load_idx_dir(data_dir, num_classes=num_classes, scale=scale)
         ds = Dataset(x_tr, y_tr, x_te, y_te, num_classes=classes, name=f"idx:{os.fspath(data_dir)}",
                      input_shape=shape + (1,) if len(shape) == 2 else shape)
@@ -121,11 +121,11 @@ def subset(ds: Dataset, *, n_train: int | None = None, validation: int | float =
     x, y = ds.x_train, ds.y_train
     if n_train is not None:
         if n_train > len(y):
-            raise ValueError(f"n_train={n_train} is larger than the {len(y)} training examples of {ds.name}.")
+            raise DataError(f"n_train={n_train} is larger than the {len(y)} training examples of {ds.name}.")
         x, y = x[:n_train], y[:n_train]
     n_val = int(round(validation * len(y))) if isinstance(validation, float) else int(validation)
     if n_val >= len(y) and n_val > 0:
-        raise ValueError(f"validation={validation} leaves no training examples out of {len(y)}.")
+        raise DataError(f"validation={validation} leaves no training examples out of {len(y)}.")
     if n_val == 0 and n_train is None:
         return ds
     changes = {"x_train": x[: len(y) - n_val], "y_train": y[: len(y) - n_val]}

@@ -6,6 +6,8 @@ import numbers
 
 import numpy as np
 
+from jaxgd.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
@@ -46,48 +48,48 @@ class Dataset:
             if split == "val" and x is None and y is None:
                 continue
             if x is None or y is None:
-                raise ValueError(f"Dataset needs both x_{split} and y_{split}.")
+                raise DataError(f"Dataset needs both x_{split} and y_{split}.")
             x = np.asarray(x)
             y = np.asarray(y)
             if x.ndim < 2:
-                raise ValueError(f"x_{split} must have shape (examples, features...), got {x.shape}.")
+                raise DataError(f"x_{split} must have shape (examples, features...), got {x.shape}.")
             if split == "train":
                 given_shape = tuple(int(s) for s in x.shape[1:])
             x = x.reshape(x.shape[0], -1)
             if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
                     or x.dtype == np.bool_):
-                raise ValueError(f"x_{split} must hold numbers, got dtype {x.dtype}.")
+                raise DataError(f"x_{split} must hold numbers, got dtype {x.dtype}.")
             if y.ndim != 1 or y.shape[0] != x.shape[0]:
-                raise ValueError(
+                raise DataError(
                     f"y_{split} must be a vector of {x.shape[0]} labels to match x_{split}, got shape {y.shape}."
                 )
             if y.size and not np.issubdtype(y.dtype, np.integer):
                 if not np.issubdtype(y.dtype, np.number) or not np.all(np.equal(np.mod(y, 1), 0)):
-                    raise ValueError(f"y_{split} must hold integer class labels, got dtype {y.dtype}.")
+                    raise DataError(f"y_{split} must hold integer class labels, got dtype {y.dtype}.")
             if y.size and (y.min() < 0 or y.max() > np.iinfo(np.int32).max):
                 bad = int(np.flatnonzero((y < 0) | (y > np.iinfo(np.int32).max))[0])
-                raise ValueError(f"y_{split}[{bad}] = {y[bad]} is not a class index (labels must lie in "
+                raise DataError(f"y_{split}[{bad}] = {y[bad]} is not a class index (labels must lie in "
                                  "[0, num_classes)).")
             fields[f"x_{split}"] = x.astype(np.float32, copy=False)
             fields[f"y_{split}"] = y.astype(np.int32, copy=False)
         if fields["x_train"].shape[1] != fields["x_test"].shape[1]:
-            raise ValueError(
+            raise DataError(
                 f"x_train has {fields['x_train'].shape[1]} features but x_test has {fields['x_test'].shape[1]}."
             )
         num_classes = self.num_classes
         if num_classes is not None and (not isinstance(num_classes, numbers.Integral)
                                         or isinstance(num_classes, (bool, np.bool_)) or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+            raise DataError(f"num_classes must be a positive integer, got {num_classes!r}.")
         labels = [(k, fields[k]) for k in ("y_train", "y_test", "y_val") if k in fields and fields[k].size]
         top = max((int(l.max()) for _, l in labels), default=-1)
         num_classes = int(num_classes) if num_classes is not None else top + 1
         for name, l in labels:
             if int(l.max()) >= num_classes:
                 bad = int(np.flatnonzero(l >= num_classes)[0])
-                raise ValueError(f"{name}[{bad}] = {int(l[bad])} is out of range for num_classes={num_classes}.")
+                raise DataError(f"{name}[{bad}] = {int(l[bad])} is out of range for num_classes={num_classes}.")
         for name, x in ((k, fields[k]) for k in ("x_train", "x_test", "x_val") if k in fields):
             if x.size and not np.all(np.isfinite(x)):
-                raise ValueError(f"{name} contains NaN or infinite values.")
+                raise DataError(f"{name} contains NaN or infinite values.")
         fields["num_classes"] = num_classes
         features = fields["x_train"].shape[1]
         shape = self.input_shape
@@ -99,9 +101,9 @@ class Dataset:
         try:
             shape = tuple(int(s) for s in shape)
         except (TypeError, ValueError):
-            raise ValueError(f"input_shape must be a tuple of positive integers, got {shape!r}.") from None
+            raise DataError(f"input_shape must be a tuple of positive integers, got {shape!r}.") from None
         if not shape or any(s < 1 for s in shape) or int(np.prod(shape)) != features:
-            raise ValueError(f"input_shape {shape} does not hold the {features} features of each example.")
+            raise DataError(f"input_shape {shape} does not hold the {features} features of each example.")
         fields["input_shape"] = fields["image_shape"] = shape
         for k, v in fields.items():
             object.__setattr__(self, k, v)

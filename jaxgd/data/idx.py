@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgd.bounded import CHUNK, excess, not_a_regular_file, read_exact
+from jaxgd.errors import DataError, InvalidType
+from jaxgd.io.bounded import CHUNK, excess, not_a_regular_file, read_exact
 
 #: IDX type code -> big-endian NumPy dtype.
 IDX_TYPES = {
@@ -34,7 +35,7 @@ MAX_ELEMENTS = 2 ** 31
 MAX_BYTES = 2 ** 31
 
 
-class IDXError(ValueError):
+class IDXError(DataError):
     """A file is not a well-formed IDX file, or holds data that cannot be used as it is."""
 
 
@@ -98,7 +99,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     codes = {v.newbyteorder("="): k for k, v in IDX_TYPES.items()}
     native = array.dtype.newbyteorder("=")
     if native not in codes:
-        raise TypeError(f"IDX cannot store dtype {array.dtype}.")
+        raise InvalidType(f"IDX cannot store dtype {array.dtype}.")
     header = bytes([0, 0, codes[native], array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
     payload = header + array.astype(IDX_TYPES[codes[native]]).tobytes()
     path = Path(path)
@@ -138,7 +139,7 @@ def find_idx_files(data_dir: str | os.PathLike) -> dict[tuple[str, str], Path]:
             # Prefer the uncompressed copy when both are present; otherwise the choice is ambiguous.
             stems = {h.removesuffix(".gz") for h in hits}
             if len(stems) > 1:
-                raise ValueError(f"Several {key[0]} {key[1]} IDX files in {data_dir}: {', '.join(hits)}.")
+                raise DataError(f"Several {key[0]} {key[1]} IDX files in {data_dir}: {', '.join(hits)}.")
             hits = sorted(hits, key=lambda h: h.endswith(".gz"))
         found[key] = data_dir / hits[0]
     return found
@@ -224,7 +225,7 @@ def load_idx_dir(data_dir: str | os.PathLike, *, num_classes: int | None = None,
     255 unless another ``scale`` is given. Each refusal names the file.
     """
     if scale is not None and scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}, got {scale!r}.")
+        raise DataError(f"scale must be one of {', '.join(map(repr, SCALES))}, got {scale!r}.")
     files = find_idx_files(data_dir)
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):

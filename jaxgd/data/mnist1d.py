@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxgd.data.dataset import Dataset
-from jaxgd.data.tfds_source import DatasetNotPrepared
+from jaxgd.errors import DatasetNotPrepared
 
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -84,7 +84,7 @@ def _read(path: Path) -> dict[str, np.ndarray] | None:
 
 def load_arrays(data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """The generator's arrays (float64 inputs, int64 labels), from the cache or generated and cached."""
-    from jaxgd.results import atomic_write_bytes
+    from jaxgd.io.files import atomic_write_bytes
 
     path = Path(data_dir if data_dir is not None else default_cache_dir()) / f"mnist1d-{cache_key()}.npz"
     arrays = _read(path)

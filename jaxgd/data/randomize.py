@@ -14,13 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgd.permutation import permutation
+from jaxgd.errors import DataError, InvalidType
+from jaxgd.data.permutation import permutation
 
 
 def _key(key):
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
-    raise TypeError(f"key must be a jax.random.key, got {key!r}.")
+    raise InvalidType(f"key must be a jax.random.key, got {key!r}.")
 
 
 def corrupt_labels(key: jax.Array, y, p: float, num_classes: int) -> np.ndarray:
@@ -30,7 +31,7 @@ def corrupt_labels(key: jax.Array, y, p: float, num_classes: int) -> np.ndarray:
     of the labels end up wrong.
     """
     if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"Corruption probability must lie in [0, 1], got {p}.")
+        raise DataError(f"Corruption probability must lie in [0, 1], got {p}.")
     k_which, k_class = jax.random.split(_key(key))
     y = jnp.asarray(y, jnp.int32)
     replace = jax.random.bernoulli(k_which, float(p), y.shape)

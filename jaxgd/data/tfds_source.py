@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-
-class DatasetNotPrepared(RuntimeError):
-    """A TFDS dataset is not on disk and cannot be prepared here."""
+from jaxgd.errors import DataError
+from jaxgd.errors import DatasetNotPrepared  # noqa: F401  (raised here; jaxgd.data re-exports it)
 
 
 def _records(source, keys: tuple[str, str], batch: int = 4096):
@@ -46,7 +45,7 @@ def load_tfds(name: str, data_dir: str | None = None):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-        raise ValueError(
+        raise DataError(
             f"Unknown dataset {name!r}: it is neither 'digits' nor a TFDS dataset name "
             "(e.g. mnist, fashion_mnist, kmnist, cifar10); for IDX files use --data-dir."
         ) from None

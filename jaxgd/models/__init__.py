@@ -25,8 +25,10 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import numpy as np
 
+from jaxgd.errors import InvalidArgument, InvalidType
 from jaxgd.activations import OUTPUT_ACTIVATIONS
-from jaxgd.fingerprint import Unrecordable, describe_value
+from jaxgd.costs import output_of
+from jaxgd.io.fingerprint import Unrecordable, describe_value
 from jaxgd.mlp import MLP
 from jaxgd.models.cnn import CNN
 from jaxgd.models.equinox_module import EquinoxModel, from_equinox
@@ -48,24 +50,19 @@ def check_model(model) -> None:
     """Raises ``TypeError`` with a sentence when ``model`` does not follow the protocol."""
     for method in ("init", "apply"):
         if not callable(getattr(model, method, None)):
-            raise TypeError(f"A model needs init(key) -> params and apply(params, x) -> logits; "
+            raise InvalidType(f"A model needs init(key) -> params and apply(params, x) -> logits; "
                             f"{type(model).__name__} has no {method} method.")
     if isinstance(model, type):
-        raise TypeError(f"The model is the class {model.__name__}, not an instance of it.")
+        raise InvalidType(f"The model is the class {model.__name__}, not an instance of it.")
     try:
         hash(model)
     except TypeError:
-        raise TypeError(f"A model must be hashable (it is a static argument of the compiled programs); "
+        raise InvalidType(f"A model must be hashable (it is a static argument of the compiled programs); "
                         f"{type(model).__name__} is not. Make it a frozen dataclass, or wrap Flax and Equinox "
                         "modules with jaxgd.models.from_flax / from_equinox.") from None
     out = getattr(model, "output", "identity")
     if out not in OUTPUT_ACTIVATIONS:
-        raise ValueError(f"The model's output activation {out!r} is not one of {', '.join(OUTPUT_ACTIVATIONS)}.")
-
-
-def output_of(model) -> str:
-    """The output activation the quadratic cost applies to ``model``'s logits (``identity`` by default)."""
-    return getattr(model, "output", "identity")
+        raise InvalidArgument(f"The model's output activation {out!r} is not one of {', '.join(OUTPUT_ACTIVATIONS)}.")
 
 
 def describe(model) -> Any:
@@ -92,12 +89,12 @@ def check_params(model, params) -> None:
         return model.check_params(params)
     expected = param_shapes(model)
     if jax.tree.structure(params) != jax.tree.structure(expected):
-        raise ValueError(f"The parameters' structure does not match {model!r}'s: "
+        raise InvalidArgument(f"The parameters' structure does not match {model!r}'s: "
                          f"{jax.tree.structure(params)} vs {jax.tree.structure(expected)}.")
     for (path, leaf), ref in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(expected)):
         got = tuple(np.shape(leaf))
         if got[len(got) - len(ref.shape):] != tuple(ref.shape):
-            raise ValueError(f"params{jax.tree_util.keystr(path)} has shape {got}, but the model needs {ref.shape}.")
+            raise InvalidArgument(f"params{jax.tree_util.keystr(path)} has shape {got}, but the model needs {ref.shape}.")
 
 
 def with_initializer(model, init: str | None):
@@ -105,7 +102,7 @@ def with_initializer(model, init: str | None):
     if init is None:
         return model
     if not dataclasses.is_dataclass(model) or "initializer" not in {f.name for f in dataclasses.fields(model)}:
-        raise ValueError(f"TrainConfig.init={init!r} chooses the initialiser of jaxgd's MLP and CNN; "
+        raise InvalidArgument(f"TrainConfig.init={init!r} chooses the initialiser of jaxgd's MLP and CNN; "
                          f"{type(model).__name__} initialises itself (leave init=None).")
     return dataclasses.replace(model, initializer=init)
 

@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxgd.errors import InvalidArgument
 from jaxgd.activations import ACTIVATIONS, check_activation
 from jaxgd.mlp import INITIALISERS, check_initialiser, positive_widths
 
@@ -68,7 +69,7 @@ class CNN:
         shape = positive_widths("CNN input_shape", self.input_shape)
         dims = self.conv_dims if self.conv_dims is not None else (1 if len(shape) == 1 else 2)
         if dims not in (1, 2) or len(shape) not in (dims, dims + 1):
-            raise ValueError(f"CNN input_shape {shape} does not fit {dims}-D convolutions: use (H, W, C) or (H, W) "
+            raise InvalidArgument(f"CNN input_shape {shape} does not fit {dims}-D convolutions: use (H, W, C) or (H, W) "
                              "images, or (L,) or (L, C) signals with conv_dims=1.")
         object.__setattr__(self, "input_shape", shape)
         object.__setattr__(self, "conv_dims", dims)

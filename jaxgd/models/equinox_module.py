@@ -14,14 +14,15 @@ from typing import Any, Callable
 
 import jax
 
-from jaxgd.fingerprint import describe_or_none
+from jaxgd.errors import InvalidType, MissingDependency
+from jaxgd.io.fingerprint import describe_or_none
 
 
 def _eqx():
     try:
         import equinox as eqx
     except ImportError:
-        raise ImportError("from_equinox needs Equinox: pip install 'jaxgd[equinox]'") from None
+        raise MissingDependency("from_equinox needs Equinox: pip install 'jaxgd[equinox]'") from None
     return eqx
 
 
@@ -35,10 +36,10 @@ class EquinoxModel:
     def __init__(self, make: Callable[[jax.Array], Any]):
         eqx = _eqx()
         if not callable(make):
-            raise TypeError(f"from_equinox needs make(key) -> an equinox.Module, got {make!r}.")
+            raise InvalidType(f"from_equinox needs make(key) -> an equinox.Module, got {make!r}.")
         module = make(jax.random.key(0))
         if not isinstance(module, eqx.Module):
-            raise TypeError(f"from_equinox: make(key) returned {type(module).__name__}, not an equinox.Module.")
+            raise InvalidType(f"from_equinox: make(key) returned {type(module).__name__}, not an equinox.Module.")
         self.make = make
         _, self._static = eqx.partition(module, eqx.is_inexact_array)
 

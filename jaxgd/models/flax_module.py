@@ -13,7 +13,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxgd.fingerprint import describe_or_none
+from jaxgd.errors import InvalidArgument, InvalidType, MissingDependency
+from jaxgd.io.fingerprint import describe_or_none
 
 
 def _flax():
@@ -21,7 +22,7 @@ def _flax():
         import flax  # noqa: F401
         from flax import linen, nnx
     except ImportError:
-        raise ImportError("from_flax needs Flax: pip install 'jaxgd[flax]'") from None
+        raise MissingDependency("from_flax needs Flax: pip install 'jaxgd[flax]'") from None
     return linen, nnx
 
 
@@ -35,11 +36,11 @@ class FlaxModel:
     def __init__(self, make: Callable[[jax.Array], Any], example_x):
         linen, nnx = _flax()
         if not callable(make):
-            raise TypeError(f"from_flax needs make(key) -> a Flax module, got {make!r}.")
+            raise InvalidType(f"from_flax needs make(key) -> a Flax module, got {make!r}.")
         self.make = make
         self.example_shape = tuple(jnp.shape(example_x))
         if len(self.example_shape) < 1:
-            raise ValueError("from_flax: example_x must be a batch of inputs, shape (batch, ...).")
+            raise InvalidArgument("from_flax: example_x must be a batch of inputs, shape (batch, ...).")
         key = jax.random.key(0)
         module = make(key)
         if isinstance(module, nnx.Module):
@@ -47,7 +48,7 @@ class FlaxModel:
             self._graphdef, params, rest = nnx.split(module, nnx.Param, ...)
             others = sorted({type(v).__name__ for v in jax.tree.leaves(rest, is_leaf=lambda v: isinstance(v, nnx.Variable))})
             if others:
-                raise ValueError(f"from_flax: the module holds {', '.join(others)} variables besides its nnx.Param "
+                raise InvalidArgument(f"from_flax: the module holds {', '.join(others)} variables besides its nnx.Param "
                                  "ones; jaxgd trains Param variables only (no BatchNorm statistics or Dropout state).")
             self._template = params
             self._rest = rest
@@ -57,13 +58,13 @@ class FlaxModel:
             self._example = jnp.zeros(self.example_shape, jnp.asarray(example_x).dtype)
             collections = set(jax.eval_shape(module.init, key, self._example))
             if collections != {"params"}:
-                raise ValueError(f"from_flax: the Linen module has collections {sorted(collections)}; jaxgd trains "
+                raise InvalidArgument(f"from_flax: the Linen module has collections {sorted(collections)}; jaxgd trains "
                                  "'params' only (no batch statistics).")
         else:
-            raise TypeError(f"from_flax: make(key) returned {type(module).__name__}, not a flax.nnx or flax.linen Module.")
+            raise InvalidType(f"from_flax: make(key) returned {type(module).__name__}, not a flax.nnx or flax.linen Module.")
         out = jax.eval_shape(self.apply, jax.eval_shape(self.init, key), jnp.zeros(self.example_shape, jnp.float32))
         if len(out.shape) != 2 or out.shape[0] != self.example_shape[0]:
-            raise ValueError(f"from_flax: the module maps a batch {self.example_shape} to {out.shape}; jaxgd needs "
+            raise InvalidArgument(f"from_flax: the module maps a batch {self.example_shape} to {out.shape}; jaxgd needs "
                              "logits of shape (batch, classes).")
         self.num_outputs = int(out.shape[1])
 

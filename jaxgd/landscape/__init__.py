@@ -1,0 +1,21 @@
+"""The cost landscape around trained networks: lines between minima, permutation alignment, curvature.
+
+- :func:`interpolate` / :func:`barrier` (:mod:`~jaxgd.landscape.lines`): the cost along the straight
+  line between two parameter sets, and how far it rises above the endpoints (Goodfellow, Vinyals &
+  Saxe 2015, arXiv 1412.6544; Frankle et al. 2020, arXiv 1912.05671).
+- :func:`align` (:mod:`~jaxgd.landscape.alignment`): hidden units (and a CNN's channels) can be
+  permuted without changing the function, so two "different" minima may be one minimum relabelled;
+  weight matching finds the permutation (Ainsworth, Hayase & Srinivasa, "Git Re-Basin", ICLR 2023,
+  arXiv 2209.04836; Entezari et al. 2022, arXiv 2110.06296).
+- :func:`sharpness` (:mod:`~jaxgd.landscape.curvature`): the largest Hessian eigenvalue, by power
+  iteration on Hessian-vector products, never forming the Hessian (Keskar et al. 2017, arXiv 1609.04836).
+
+They work for any model (:mod:`jaxgd.models`); inputs ``x`` are given as the model takes
+them, ``(n, *input_shape)`` (an MLP or a CNN also takes flat rows). ``align`` needs the
+model's ``permutation_spec()`` (``MLP`` and ``CNN`` have one).
+"""
+from jaxgd.landscape.alignment import align, permute, permute_hidden
+from jaxgd.landscape.curvature import sharpness
+from jaxgd.landscape.lines import barrier, interpolate
+
+__all__ = ["interpolate", "barrier", "align", "permute", "permute_hidden", "sharpness"]

@@ -1,0 +1,75 @@
+"""What a run carries from step to step: parameters, optimizer state, step counters and data-order keys.
+
+Everything random comes from one key per network: ``jax.random.split(key)`` gives the
+initialisation key and the data-order key. A population is a batch of keys, and its
+state has a leading member axis.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgd.errors import InvalidArgument, InvalidType
+
+
+class TrainState(NamedTuple):
+    """Everything a run carries between chunks; leaves gain a leading axis in populations."""
+
+    params: Any  # in the spec's compute layout (see jaxgd.training.spec.to_compute_layout), ([S,] ...)
+    opt_state: Any  # optax state with the injected hyperparameters, ([S,] ...)
+    step: jax.Array  # ([S],) int32: optimizer steps taken
+    data_key: jax.Array  # typed key, ([S],) per member or () for a shared order
+    examples: Any = None  # with record_examples: see empty_record, ([S,] ...) each
+
+
+def empty_record(n: int) -> dict:
+    """The per-example record of one network before its first evaluation (see :func:`jaxgd.training.loop.record_examples`):
+    ``learned_at``, ``forgets``, ``correct`` and ``first_correct`` ``(n,)``, ``first_epoch`` ``()``."""
+    return {"learned_at": jnp.full((n,), -1, jnp.int32), "forgets": jnp.zeros((n,), jnp.int32),
+            "correct": jnp.zeros((n,), bool), "first_correct": jnp.zeros((n,), bool),
+            "first_epoch": jnp.array(-1, jnp.int32)}
+
+
+def as_key(key) -> jax.Array:
+    """A typed PRNG key (or batch of keys) from a typed key, raw ``uint32`` key data or an int seed."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        if not -2 ** 63 <= int(key) < 2 ** 63:
+            raise InvalidArgument(f"An integer seed must fit in a signed 64-bit integer, got {key}.")
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if isinstance(key, (list, tuple, np.ndarray, jax.Array)):
+        arr = jnp.asarray(key)
+        if arr.dtype == jnp.uint32 and arr.ndim >= 1 and arr.shape[-1] == 2:
+            return jax.random.wrap_key_data(arr)
+    raise InvalidType(f"key must be a jax.random.key, raw uint32 key data or an int seed, got {key!r:.80}.")
+
+
+def init_state(key: jax.Array, spec, hyperparams: dict, data_seed: int = 0) -> TrainState:
+    """Initial parameters, optimizer state and data-order key(s) from ``key`` (``(S,)`` for a population).
+
+    Args:
+      key: one typed key, or ``(S,)`` keys for a population (``spec.population``).
+      spec: the run's :class:`jaxgd.training.spec.Spec` (model, optimizer, compute layout).
+      hyperparams: the optimizer's numeric hyperparameters, scalars or ``(S,)`` arrays.
+      data_seed: the seed of a shared data order.
+    """
+    from jaxgd.training.spec import to_compute_layout
+
+    def one(k, hp):
+        k_init, k_data = jax.random.split(k)
+        params = to_compute_layout(spec, spec.model.init(k_init))
+        opt_state = spec.optimizer.transform(hp).init(params)
+        examples = empty_record(spec.n_train) if spec.record_examples else None
+        return params, opt_state, jnp.zeros((), jnp.int32), k_data, examples
+
+    hyperparams = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
+    if not spec.population:
+        return TrainState(*one(key, hyperparams))
+    params, opt_state, step, data_keys, examples = jax.vmap(one)(key, hyperparams)
+    if spec.shared_order:
+        data_keys = jax.random.key(data_seed)
+    return TrainState(params, opt_state, step, data_keys, examples)
