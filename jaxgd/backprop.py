@@ -62,6 +62,9 @@ def check_backprop(net, cost) -> None:
     if not isinstance(net, MLP):
         raise InvalidArgument(f"The hand-written backprop is written for jaxgd.MLP's layers; {type(net).__name__} "
                          "trains with gradient='autodiff'.")
+    if net.dropout is not None:
+        raise InvalidArgument(f"The hand-written backprop has no dropout (the network has dropout={net.dropout}); "
+                              "use gradient='autodiff'.")
     if callable(cost) or cost not in COSTS:
         raise InvalidArgument(f"The hand-written backprop knows the {' and '.join(COSTS)} costs, not {cost!r}; "
                          "use gradient='autodiff'.")

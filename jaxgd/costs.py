@@ -50,7 +50,7 @@ def per_example_cost(cost, logits: jax.Array, y: jax.Array, output: str = "ident
     return -jnp.take_along_axis(log_p, y[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
-def cost_fn(model, cost="quadratic", matmul: Callable | None = None) -> Callable[..., jax.Array]:
+def cost_fn(model, cost="quadratic", matmul: Callable | None = None, *, state=None) -> Callable[..., jax.Array]:
     """The cost ``C(params, x, y) -> scalar``, averaged over the batch.
 
     Args:
@@ -58,6 +58,8 @@ def cost_fn(model, cost="quadratic", matmul: Callable | None = None) -> Callable
       cost: ``"quadratic"`` (the lesson's), ``"cross_entropy"`` (softmax), or a function
         ``cost(logits, y) -> (batch,)``.
       matmul: for an :class:`jaxgd.MLP` only, how layers multiply (see :meth:`jaxgd.MLP.logits`).
+      state: a stateful model's state: the cost is then the model's in evaluation mode (running
+        statistics, no dropout), a function of its parameters alone.
 
     Returns:
       A pure function of ``params``, ``x: (batch, ...)`` and integer labels
@@ -67,6 +69,8 @@ def cost_fn(model, cost="quadratic", matmul: Callable | None = None) -> Callable
     output = output_of(model)
     if matmul is not None:
         logits = lambda params, x: model.logits(params, x, matmul)  # noqa: E731
+    elif getattr(model, "stateful", False):
+        logits = lambda params, x: model.apply(params, state, x)[0]  # noqa: E731
     else:
         logits = model.apply
 

@@ -6,6 +6,10 @@ one ``{"w": (n_in, n_out), "b": (n_out,)}`` dict per layer. It follows jaxgd's m
 protocol (:mod:`jaxgd.models`): ``init(key) -> params`` and ``apply(params, x) ->
 logits``. The forward pass is written for a batch ``x: (batch, ...)`` (flattened to
 ``(batch, n_in)``); seeds and conditions are added by ``jax.vmap`` over the parameters.
+
+With ``dropout`` set, the network is stochastic and follows the protocol's stateful form
+(``init(key) -> (params, {})``, ``apply(params, state, x, *, key, train)``): each hidden
+layer's activations are dropped with that probability in training (Srivastava et al. 2014).
 """
 from __future__ import annotations
 
@@ -31,6 +35,27 @@ INITIALISERS = {
     "glorot": lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out)),
     "he": lambda fan_in, fan_out: math.sqrt(2.0 / fan_in),
 }
+
+
+def check_rate(name: str, rate, allow_none: bool = True) -> None:
+    """Refuses a dropout rate outside ``[0, 1)`` (``None``: no dropout layers)."""
+    if rate is None and allow_none:
+        return
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise InvalidArgument(f"{name} must be a rate in [0, 1), got {rate!r}.")
+
+
+def apply_dropout(key: jax.Array | None, h: jax.Array, rate) -> jax.Array:
+    """Inverted dropout: each unit of ``h`` kept with probability ``1 - rate`` and scaled by ``1 / (1 - rate)``.
+
+    ``rate`` may be traced (one per member of a population); at ``rate = 0`` every unit is kept and ``h``
+    is returned exactly. ``key=None`` (evaluation) returns ``h``.
+    """
+    if key is None:
+        return h
+    keep = 1.0 - jnp.asarray(rate, h.dtype)
+    mask = jax.random.bernoulli(key, keep, h.shape)
+    return jnp.where(mask, h / keep, jnp.zeros((), h.dtype))
 
 
 def check_initialiser(init: str) -> None:
@@ -67,6 +92,11 @@ class MLP:
         The cross-entropy cost always uses softmax on the logits.
       initializer: how :meth:`init` draws parameters, one of :data:`INITIALISERS`
         (``normal``, the lesson's, by default).
+      dropout: ``None`` (no dropout, the lesson's network) or a rate in ``[0, 1)``: every hidden
+        layer's activations are dropped with that probability in training, and the network follows
+        the protocol's stateful form. ``0.0`` adds the dropout with rate 0, for a population whose
+        members set their own rate (``fit(..., hyperparams={"dropout": ...})``). Trains with
+        ``gradient="autodiff"``.
 
     Example:
       >>> net = MLP((784, 16, 16, 10))
@@ -78,6 +108,12 @@ class MLP:
     activation: str = "sigmoid"
     output: str = "sigmoid"
     initializer: str = "normal"
+    dropout: float | None = None
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the network follows the protocol's stateful form (it has dropout)."""
+        return self.dropout is not None
 
     def __post_init__(self):
         if isinstance(self.sizes, (str, bytes)) or not hasattr(self.sizes, "__iter__"):
@@ -88,6 +124,7 @@ class MLP:
         check_activation(self.activation)
         check_activation(self.output, hidden=False)
         check_initialiser(self.initializer)
+        check_rate("MLP dropout", self.dropout)
 
     @property
     def num_layers(self) -> int:
@@ -102,7 +139,8 @@ class MLP:
         """Draws parameters with ``init`` (default: this network's ``initializer``).
 
         Returns:
-          ``[{"w": (n_in, n_out), "b": (n_out,)}, ...]``, one dict per layer.
+          ``[{"w": (n_in, n_out), "b": (n_out,)}, ...]``, one dict per layer (with ``dropout``:
+          ``(params, {})``, the stateful form).
         """
         init = self.initializer if init is None else init
         check_initialiser(init)
@@ -114,7 +152,7 @@ class MLP:
             w = std * jax.random.normal(kw, (n_in, n_out), dtype)
             b = jax.random.normal(kb, (n_out,), dtype) if init == "normal" else jnp.zeros((n_out,), dtype)
             params.append({"w": w, "b": b})
-        return params
+        return (params, {}) if self.stateful else params
 
     def logits(self, params: Params, x: jax.Array, matmul: Callable = jnp.matmul) -> jax.Array:
         """Pre-activations ``z_L`` of the output layer for ``x: (batch, n_in)``, shape ``(batch, n_out)``.
@@ -136,18 +174,36 @@ class MLP:
             z = matmul(act(z), layer["w"]) + layer["b"]
         return z
 
-    def apply(self, params: Params, x: jax.Array) -> jax.Array:
-        """Logits for a batch ``x: (batch, ...)`` (each example flattened to ``n_in``) -> ``(batch, n_out)``."""
-        return self.logits(params, x.reshape(x.shape[0], -1))
+    def apply(self, params: Params, *args, key: jax.Array | None = None, train: bool = False, dropout=None):
+        """Logits for a batch ``x: (batch, ...)`` (each example flattened to ``n_in``) -> ``(batch, n_out)``.
+
+        ``apply(params, x)``; with ``dropout`` set, the stateful form ``apply(params, state, x, *, key, train)
+        -> (logits, state)``: in training (``train`` and a ``key``) each hidden layer's activations are
+        dropped with probability ``dropout`` (the argument, a per-member rate, overrides the network's).
+        """
+        if not self.stateful:
+            (x,) = args
+            return self.logits(params, x.reshape(x.shape[0], -1))
+        state, x = args
+        rate = self.dropout if dropout is None else dropout
+        keys = [None] * self.num_layers if key is None or not train else list(jax.random.split(key, self.num_layers))
+        act = ACTIVATIONS[self.activation].fn
+        z = x.reshape(x.shape[0], -1) @ params[0]["w"] + params[0]["b"]
+        for layer, k in zip(params[1:], keys):
+            z = apply_dropout(k, act(z), rate) @ layer["w"] + layer["b"]
+        return z, state
 
     def predict(self, params: Params, x: jax.Array) -> jax.Array:
         """The output activations ``a_L`` (``output`` applied to the logits), the lesson's network output."""
+        if self.stateful:
+            return output_activation(self.output, self.apply(params, {}, x)[0])
         return output_activation(self.output, self.apply(params, x))
 
     def describe(self) -> dict:
         """What the network is, for ``config.json`` and checkpoint fingerprints."""
-        return {"model": "mlp", "sizes": list(self.sizes), "activation": self.activation, "output": self.output,
-                "initializer": self.initializer}
+        record = {"model": "mlp", "sizes": list(self.sizes), "activation": self.activation, "output": self.output,
+                  "initializer": self.initializer}
+        return record if self.dropout is None else {**record, "dropout": self.dropout}
 
     def permutation_spec(self) -> list[list[tuple[tuple, int]]]:
         """Hidden units that can be permuted without changing the function (see :func:`jaxgd.landscape.align`).

@@ -115,7 +115,29 @@ def not_swept(option: str, parse):
 
 
 #: Options a comma list sweeps, and the optimizer hyperparameter each one sets per member.
-SWEPT = {"lr": "learning_rate", "weight_decay": "weight_decay", "momentum": "momentum"}
+SWEPT = {"lr": "learning_rate", "weight_decay": "weight_decay", "momentum": "momentum", "dropout": "dropout"}
+
+
+def rate(text: str) -> float:
+    """A dropout rate in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a dropout rate in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a dropout rate in [0, 1), got {text!r}")
+    return value
+
+
+def augmentation(text: str) -> str:
+    """An augmentation such as ``crop:2,flip,noise:0.1`` (:mod:`jaxgd.data.augment`), checked by name and value."""
+    from jaxgd.data.augment import parse
+
+    try:
+        parse(text)
+    except InvalidArgument as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def metric_names(text: str) -> tuple[str, ...]:

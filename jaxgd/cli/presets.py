@@ -43,21 +43,29 @@ def resolve_model_options(args) -> None:
 
 
 def build_model(kind: str, data, *, activation: str, cost: str, hidden: tuple[int, ...] = (),
-                channels: tuple[int, ...] | None = None, init: str | None = None):
+                channels: tuple[int, ...] | None = None, init: str | None = None, batch_norm: bool = False,
+                dropout: float | None = None):
     """The model ``kind`` names (``"mlp"`` or ``"cnn"``), sized for ``data``.
 
     An MLP has ``hidden`` widths and a sigmoid output (softmax with the cross-entropy cost); a CNN has
     ``channels`` and ``hidden`` dense layers after its convolutions. ``init`` replaces the model's own
-    initialiser.
+    initialiser; ``batch_norm`` (CNN only) and ``dropout`` add those layers.
     """
     from jaxgd.mlp import MLP
     from jaxgd.models import CNN
 
     extra = {} if init is None else {"initializer": init}
+    if dropout is not None:
+        extra["dropout"] = dropout
     if kind == "mlp":
+        if batch_norm:
+            raise InvalidArgument("--batch-norm is for --model cnn: the lesson's MLP has no batch norm (it takes "
+                                  "--dropout).")
         output = "softmax" if cost == "cross_entropy" else "sigmoid"
         return MLP((data.input_dim, *hidden, data.num_classes), activation=activation, output=output, **extra)
     if kind == "cnn":
+        if batch_norm:
+            extra["batch_norm"] = True
         return CNN(data.input_shape, data.num_classes, channels=channels, hidden=tuple(hidden or ()),
                    activation=activation, **extra)
     raise InvalidArgument(f"Unknown model {kind!r}; choose one of {', '.join(MODELS)}, or pass a model object.")

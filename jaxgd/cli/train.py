@@ -51,6 +51,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=opt.swept(opt.non_negative), default=None, dest="weight_decay",
                    help="decoupled weight decay, for any optimizer (default: the optimizer's own, none for SGD); "
                         "a comma list sweeps it")
+    t.add_argument("--dropout", type=opt.swept(opt.rate), default=None,
+                   help="dropout rate in [0, 1) before every dense layer (CNN) or after every hidden layer (MLP); "
+                        "a comma list sweeps it (default: no dropout)")
+    t.add_argument("--batch-norm", action="store_true", dest="batch_norm",
+                   help="batch normalisation after each convolution (--model cnn)")
+    t.add_argument("--augment", type=opt.augmentation, default=None, metavar="SPEC",
+                   help="data augmentation on each minibatch, e.g. crop:2,flip,noise:0.1 (random crops with zero "
+                        "padding, horizontal flips, Gaussian noise)")
     t.add_argument("--seeds", type=opt.positive(int), default=1,
                    help="train this many seeds of every setting as one population (keys split from --seed)")
     t.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule (default constant)")
@@ -113,14 +121,14 @@ def command(args) -> int:
     from jaxgd.training.population import sweep
 
     data = opt.load_data(args)
-    model = build_model(args.model, data, activation=args.activation, cost=args.cost, hidden=args.hidden or (),
-                        channels=args.channels)
     first = {name: values(getattr(args, name))[0] if getattr(args, name) is not None else None for name in opt.SWEPT}
+    model = build_model(args.model, data, activation=args.activation, cost=args.cost, hidden=args.hidden or (),
+                        channels=args.channels, batch_norm=args.batch_norm, dropout=first["dropout"])
     config = TrainConfig(cost=args.cost, optimizer=args.optimizer, learning_rate=first["lr"],
                          batch_size=args.batch_size, epochs=args.epochs, init=args.init, momentum=first["momentum"],
                          weight_decay=first["weight_decay"], schedule=args.schedule,
                          target_accuracy=args.target_accuracy, eval_every=args.eval_every,
-                         gradient=args.gradient, matmul_precision=args.matmul_precision)
+                         gradient=args.gradient, matmul_precision=args.matmul_precision, augment=args.augment)
     config.validate(data.n_train)
     if args.gradient == "backprop":
         from jaxgd.backprop import check_backprop

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgd.errors import InvalidArgument
-from jaxgd.models import check_params
+from jaxgd.landscape.lines import variables
+from jaxgd.models import check_params, is_stateful
 
 
 def _get(tree, path):
@@ -57,18 +58,34 @@ def align(model, params_a, params_b, max_iter: int = 100):
     the permutation maximising the inner product between ``a``'s weights into and out of it
     and ``b``'s (with the other groups' current permutations applied) is a linear assignment
     (``scipy.optimize.linear_sum_assignment``); the sweep repeats until no permutation changes.
+    For a stateful model pass ``(params, state)`` pairs: batch norm's scale and offset are matched with
+    their channels, and the state's running statistics (``model.state_permutation_spec()``) move with them.
 
     Returns:
-      Parameters that compute exactly the function of ``params_b`` (up to float rounding).
+      Parameters that compute exactly the function of ``params_b`` (up to float rounding); for a
+      stateful model the ``(params, state)`` pair.
     """
-    from scipy.optimize import linear_sum_assignment
-
     if not callable(getattr(model, "permutation_spec", None)):
         raise InvalidArgument(f"align permutes hidden units, which it knows for models with a permutation_spec() "
                          f"(jaxgd.MLP and jaxgd.models.CNN); {type(model).__name__} has none.")
+    (params_a, _), (params_b, state_b) = variables(model, params_a, "params_a"), variables(model, params_b, "params_b")
     check_params(model, params_a)
     check_params(model, params_b)
-    spec = model.permutation_spec()
+    perms = _match(model.permutation_spec(), params_a, params_b, max_iter)
+    aligned = permute(params_b, perms, model.permutation_spec())
+    if not is_stateful(model):
+        return aligned
+    state_spec = model.state_permutation_spec() if callable(getattr(model, "state_permutation_spec", None)) else []
+    if any(state_spec) and len(state_spec) != len(perms):
+        raise InvalidArgument(f"{type(model).__name__}.state_permutation_spec() must give one group per "
+                              "permutation_spec() group.")
+    return aligned, (permute(state_b, perms, state_spec) if any(state_spec) else state_b)
+
+
+def _match(spec: list, params_a, params_b, max_iter: int) -> list:
+    """Weight matching: one permutation per group of ``spec`` (see :func:`align`)."""
+    from scipy.optimize import linear_sum_assignment
+
     a = jax.tree.map(lambda v: np.asarray(v, np.float64), params_a)
     b = jax.tree.map(lambda v: np.asarray(v, np.float64), params_b)
     leaf_groups = {}
@@ -96,4 +113,4 @@ def align(model, params_a, params_b, max_iter: int = 100):
                 perms[g], changed = perm, True
         if not changed:
             break
-    return permute(params_b, perms, spec)
+    return perms

@@ -10,19 +10,23 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jaxgd.costs import cost_fn
+from jaxgd.landscape.lines import variables
 
 
 def sharpness(model, cost, params, x, y, *, iters: int = 100, key: jax.Array | None = None):
     """The largest-magnitude eigenvalue of the Hessian of the cost at ``params``.
 
     Power iteration on Hessian-vector products (``jax.jvp`` of ``jax.grad``): the Hessian is
-    never formed. Pure and jittable (``iters`` static); ``vmap`` it over a population.
+    never formed. Pure and jittable (``iters`` static); ``vmap`` it over a population. For a stateful
+    model pass ``(params, state)``: the cost is measured in evaluation mode, a function of the
+    parameters alone.
 
     Returns:
       The Rayleigh quotient ``v^T H v`` of the last iterate (a scalar).
     """
+    params, state = variables(model, params)
     flat, unravel = ravel_pytree(params)
-    c = cost_fn(model, cost)
+    c = cost_fn(model, cost, state=state)
     grad = jax.grad(lambda p: c(unravel(p), x, y))
     hvp = lambda v: jax.jvp(grad, (flat,), (v,))[1]  # noqa: E731
     key = jax.random.key(0) if key is None else key

@@ -4,13 +4,30 @@ The protocol is two methods. ``params`` is any pytree of arrays; ``x`` is a batc
 ``(batch, *input_shape)`` in the shape :attr:`jaxgd.data.Dataset.input_shape` gives;
 ``apply`` returns logits ``(batch, classes)``, as Flax and Equinox modules do. A model
 is a static argument of the compiled training programs, so it must be hashable (a
-frozen dataclass, or any object hashed by identity). A model may also have:
+frozen dataclass, or any object hashed by identity).
+
+**State and randomness.** A model with batch statistics or dropout declares ``stateful = True``
+and follows the stateful form of the protocol::
+
+    init(key) -> (params, state)
+    apply(params, state, x, *, key=None, train=False) -> (logits, state)
+
+``state`` is any pytree that is not trained (batch norm's running statistics; ``{}`` for dropout
+alone): it lives per member in the training state, is checkpointed and restored. In training jaxgd
+calls ``apply`` with ``train=True`` and a key of the member's own (drawn from its key and the step);
+in evaluation with ``train=False`` and no key: running statistics, no dropout, deterministic. A model
+whose ``apply`` also takes ``dropout=`` (a rate, traced) lets each member of a population set its own
+(``fit(..., hyperparams={"dropout": ...})``); :class:`MLP` and :class:`CNN` do.
+
+A model may also have:
 
 - ``output``: the output activation the lesson's quadratic cost applies to the logits
   (``"sigmoid"`` for :class:`MLP`, as in the lesson); models without it are compared
   with the one-hot desired output on their logits (``"identity"``);
 - ``describe()``: what it is, as JSON, for ``config.json`` and checkpoint fingerprints;
-- ``permutation_spec()``: the hidden units or channels :func:`jaxgd.landscape.align` may permute;
+- ``permutation_spec()``: the hidden units or channels :func:`jaxgd.landscape.align` may permute (and, for
+  a stateful model, ``state_permutation_spec()``: the state's leaves that move with them);
+- ``batch_statistics(params, x)``: its state recomputed from inputs (the landscape's lines do, for batch norm);
 - ``initializer`` (a dataclass field): the weight initialiser ``TrainConfig.init`` replaces.
 
 Shipped: :class:`MLP` (the lesson's network, with its hand-written backprop and fast
@@ -19,6 +36,7 @@ paths), :class:`CNN`, :func:`from_flax` and :func:`from_equinox`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,8 +53,8 @@ from jaxgd.models.equinox_module import EquinoxModel, from_equinox
 from jaxgd.models.flax_module import FlaxModel, from_flax
 
 __all__ = ["Model", "MLP", "CNN", "from_flax", "from_equinox", "FlaxModel", "EquinoxModel", "check_model",
-           "output_of", "describe", "from_record", "param_shapes", "check_params", "with_initializer",
-           "activation_floats", "num_params"]
+           "output_of", "describe", "from_record", "param_shapes", "state_shapes", "check_params", "with_initializer",
+           "activation_floats", "num_params", "is_stateful", "init_variables", "call", "takes_rate"]
 
 
 @runtime_checkable
@@ -65,6 +83,42 @@ def check_model(model) -> None:
         raise InvalidArgument(f"The model's output activation {out!r} is not one of {', '.join(OUTPUT_ACTIVATIONS)}.")
 
 
+def is_stateful(model) -> bool:
+    """Whether ``model`` follows the protocol's stateful form (batch statistics or dropout)."""
+    return bool(getattr(model, "stateful", False))
+
+
+def init_variables(model, key: jax.Array):
+    """``(params, state)`` of a new network: a pure model's state is ``None``."""
+    out = model.init(key)
+    if not is_stateful(model):
+        return out, None
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise InvalidArgument(f"{type(model).__name__} declares stateful = True, so init(key) must return "
+                              f"(params, state); it returned {type(out).__name__}.")
+    return out
+
+
+def call(model, params, state, x: jax.Array, *, key: jax.Array | None = None, train: bool = False, dropout=None):
+    """``(logits, state)`` of ``model`` on the batch ``x``, whatever its form: a pure model ignores ``key`` and
+    ``train`` and keeps ``state``; ``dropout``, if given, is passed on (see :func:`takes_rate`)."""
+    if not is_stateful(model):
+        return model.apply(params, x), state
+    rates = {} if dropout is None else {"dropout": dropout}
+    return model.apply(params, state, x, key=key, train=train, **rates)
+
+
+def takes_rate(model) -> bool:
+    """Whether ``model.apply`` takes a per-member ``dropout=`` rate (``jaxgd.MLP`` and ``jaxgd.CNN`` built with
+    ``dropout`` set, ``0.0`` included)."""
+    if not is_stateful(model) or getattr(model, "dropout", 0) is None:
+        return False
+    try:
+        return "dropout" in inspect.signature(model.apply).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def describe(model) -> Any:
     """A JSON-able record of the model (its ``describe()``, its dataclass fields, or its type and shapes)."""
     if callable(getattr(model, "describe", None)):
@@ -75,12 +129,20 @@ def describe(model) -> Any:
         record = None
     shapes = [list(s.shape) for s in jax.tree.leaves(param_shapes(model))]
     name = f"{type(model).__module__}.{type(model).__qualname__}"
-    return {"model": name, "fields": record, "params": shapes}
+    out = {"model": name, "fields": record, "params": shapes}
+    if is_stateful(model):
+        out["state"] = [list(s.shape) for s in jax.tree.leaves(state_shapes(model))]
+    return out
 
 
 def param_shapes(model):
     """The shapes and dtypes of ``model.init``'s parameters, without computing them."""
-    return jax.eval_shape(model.init, jax.random.key(0))
+    return jax.eval_shape(lambda k: init_variables(model, k)[0], jax.random.key(0))
+
+
+def state_shapes(model):
+    """The shapes and dtypes of a stateful model's state (``None`` for a pure model), without computing them."""
+    return jax.eval_shape(lambda k: init_variables(model, k)[1], jax.random.key(0))
 
 
 def check_params(model, params) -> None:

@@ -18,6 +18,13 @@ Parameters: ``{"conv": [{"w": (k, k, c_in, c_out), "b": (c_out,)}, ...],
 "dense": [{"w": (positions, c_last, n_out), "b": (n_out,)}, {"w": (n_in, n_out), "b"}, ...]}``:
 the first dense layer keeps the last convolution's channel axis, so that
 :func:`jaxgd.landscape.align` can permute channels like hidden units.
+
+With ``batch_norm`` each convolution's output is normalised over the batch and positions (Ioffe &
+Szegedy 2015, arXiv 1502.03167) before pooling and the activation, with a learned scale and offset
+per channel (``params["norm"]``) and running statistics (the state ``{"norm": [{"mean", "var"}]}``,
+updated with momentum 0.9 in training and used in evaluation, as ``torch.nn.BatchNorm2d`` does). With
+``dropout`` the inputs of every dense layer are dropped with that probability in training. Either
+makes the network follow the protocol's stateful form (:mod:`jaxgd.models`).
 """
 from __future__ import annotations
 
@@ -31,7 +38,11 @@ import jax.numpy as jnp
 
 from jaxgd.errors import InvalidArgument
 from jaxgd.activations import ACTIVATIONS, check_activation
-from jaxgd.mlp import INITIALISERS, check_initialiser, positive_widths
+from jaxgd.mlp import INITIALISERS, apply_dropout, check_initialiser, check_rate, positive_widths
+
+#: Batch norm: the running statistics' momentum (the weight of the old value) and the variance epsilon.
+NORM_MOMENTUM = 0.9
+NORM_EPS = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +63,10 @@ class CNN:
       initializer: ``he`` (default), ``lecun``, ``glorot`` or ``normal``, with fan-in
         ``kernel_size**d * c_in`` for convolutions.
       conv_dims: spatial dimensions convolved (default: 1 for ``(L,)`` inputs, else 2).
+      batch_norm: batch normalisation after each convolution (see the module docstring).
+      dropout: ``None`` (no dropout) or a rate in ``[0, 1)`` for the inputs of every dense layer;
+        ``0.0`` adds the dropout with rate 0, for members that set their own rate
+        (``fit(..., hyperparams={"dropout": ...})``).
     """
 
     input_shape: tuple[int, ...]
@@ -64,6 +79,8 @@ class CNN:
     output: str = "identity"
     initializer: str = "he"
     conv_dims: int | None = None
+    batch_norm: bool = False
+    dropout: float | None = None
 
     def __post_init__(self):
         shape = positive_widths("CNN input_shape", self.input_shape)
@@ -81,6 +98,14 @@ class CNN:
         check_activation(self.activation)
         check_activation(self.output, hidden=False)
         check_initialiser(self.initializer)
+        if not isinstance(self.batch_norm, bool):
+            raise InvalidArgument(f"CNN batch_norm must be True or False, got {self.batch_norm!r}.")
+        check_rate("CNN dropout", self.dropout)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the network follows the protocol's stateful form (batch norm or dropout)."""
+        return self.batch_norm or self.dropout is not None
 
     # --- shapes -------------------------------------------------------------------------------
     @property
@@ -100,7 +125,8 @@ class CNN:
         return [*self.hidden, self.num_classes]
 
     def num_params(self) -> int:
-        return sum(int(math.prod(a.shape)) for a in jax.tree.leaves(jax.eval_shape(self.init, jax.random.key(0))))
+        shapes = jax.eval_shape(self.init, jax.random.key(0))
+        return sum(int(math.prod(a.shape)) for a in jax.tree.leaves(shapes[0] if self.stateful else shapes))
 
     def activation_floats(self) -> int:
         """Floats of the largest activation (a convolution's patches) one example makes: sizes evaluation chunks."""
@@ -133,23 +159,81 @@ class CNN:
         for i, (n_in, n_out) in enumerate(zip(dense_in, self._dense_sizes())):
             shape = (positions, widths[-1], n_out) if i == 0 else (n_in, n_out)
             dense.append(layer(shape, n_in, n_out))
-        return {"conv": conv, "dense": dense}
+        params = {"conv": conv, "dense": dense}
+        if not self.stateful:
+            return params
+        if not self.batch_norm:
+            return params, {}
+        params["norm"] = [{"scale": jnp.ones((c,), dtype), "offset": jnp.zeros((c,), dtype)} for c in self.channels]
+        return params, {"norm": [{"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
+                                 for c in self.channels]}
 
-    def apply(self, params: dict, x: jax.Array) -> jax.Array:
-        """Logits ``(batch, num_classes)`` for ``x: (batch, *input_shape)``."""
+    def apply(self, params: dict, *args, key: jax.Array | None = None, train: bool = False, dropout=None):
+        """Logits ``(batch, num_classes)`` for ``x: (batch, *input_shape)``: ``apply(params, x)``.
+
+        With batch norm or dropout, the stateful form ``apply(params, state, x, *, key, train) ->
+        (logits, state)``: in training (``train``) batch norm normalises with the batch's statistics and
+        updates the running ones, and with a ``key`` dropout drops units (``dropout``, a per-member rate,
+        overrides the network's); in evaluation the running statistics are used and nothing is dropped.
+        """
+        if not self.stateful:
+            (x,) = args
+            return self._forward(params, None, x, None, False, None, NORM_MOMENTUM)[0]
+        state, x = args
+        return self._forward(params, state, x, key, train, self.dropout if dropout is None else dropout,
+                             NORM_MOMENTUM)
+
+    def batch_statistics(self, params: dict, x: jax.Array, batch_size: int = 256) -> dict:
+        """The batch-norm state recomputed from the inputs ``x (n, *input_shape)``: each layer's batch means
+        and variances in training mode (no dropout), averaged over batches of ``batch_size`` (the last partial
+        batch left out when there are several), as Git Re-Basin and REPAIR reset statistics after
+        changing the weights (Jordan et al. 2022, arXiv 2211.08403)."""
+        if not self.batch_norm:
+            return {}
+        n = x.shape[0]
+        size = min(batch_size, n)
+        batches = x[:n // size * size].reshape((n // size, size) + x.shape[1:])
+        zero = {"norm": [{"mean": jnp.zeros((c,), x.dtype), "var": jnp.zeros((c,), x.dtype)} for c in self.channels]}
+
+        def one(xb):  # momentum 0: the "updated" state is the batch's own statistics
+            return self._forward(params, zero, xb, None, True, None, 0.0)[1]
+
+        return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.lax.map(one, batches))
+
+    def _forward(self, params, state, x, key, train, rate, momentum):
         act = ACTIVATIONS[self.activation].fn
         h = x.reshape((x.shape[0],) + self.input_shape[:self.conv_dims] + (self.in_channels,))
-        for layer in params["conv"]:
-            h = act(_max_pool(_conv_same(h, layer["w"]) + layer["b"], self.pool))
+        norms = []
+        for l, layer in enumerate(params["conv"]):
+            z = _conv_same(h, layer["w"]) + layer["b"]
+            if self.batch_norm:  # before pooling: a negative scale would not commute with the max
+                z, stats = _batch_norm(z, params["norm"][l], state["norm"][l], train, momentum)
+                norms.append(stats)
+                h = act(_window_max(z, self.pool))
+            else:
+                h = act(_max_pool(z, self.pool))
+        keys = [None] * len(params["dense"])
+        if rate is not None and train and key is not None:
+            keys = list(jax.random.split(key, len(params["dense"])))
         first, *rest = params["dense"]
         h = h.reshape(h.shape[0], -1, h.shape[-1])  # (batch, positions, channels)
+        if rate is not None:
+            h = apply_dropout(keys[0], h, rate)
         z = jnp.einsum("bpc,pcn->bn", h, first["w"]) + first["b"]
-        for layer in rest:
-            z = act(z) @ layer["w"] + layer["b"]
-        return z
+        for layer, k in zip(rest, keys[1:]):
+            a = act(z)
+            if rate is not None:
+                a = apply_dropout(k, a, rate)
+            z = a @ layer["w"] + layer["b"]
+        return z, ({"norm": norms} if self.batch_norm else state)
 
     def describe(self) -> dict:
-        return {"model": "cnn", **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+        record = {"model": "cnn", **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+        if not self.batch_norm:  # a run without them is recorded as before they existed
+            del record["batch_norm"]
+        if self.dropout is None:
+            del record["dropout"]
+        return record
 
     def permutation_spec(self) -> list[list[tuple[tuple, int]]]:
         """Channels and hidden units that can be permuted without changing the function, as
@@ -158,10 +242,18 @@ class CNN:
         n_conv = len(self.channels)
         for l in range(n_conv):
             consumer = (("conv", l + 1, "w"), -2) if l + 1 < n_conv else (("dense", 0, "w"), 1)
-            groups.append([(("conv", l, "w"), -1), (("conv", l, "b"), 0), consumer])
+            norm = [(("norm", l, "scale"), 0), (("norm", l, "offset"), 0)] if self.batch_norm else []
+            groups.append([(("conv", l, "w"), -1), (("conv", l, "b"), 0), *norm, consumer])
         for j in range(len(self.hidden)):
             groups.append([(("dense", j, "w"), -1), (("dense", j, "b"), 0), (("dense", j + 1, "w"), 0)])
         return groups
+
+    def state_permutation_spec(self) -> list[list[tuple[tuple, int]]]:
+        """The state's leaves that follow :meth:`permutation_spec`'s groups: each batch norm's running
+        statistics move with their convolution's channels (one list per group, empty for dense groups)."""
+        groups = [[(("norm", l, "mean"), 0), (("norm", l, "var"), 0)] if self.batch_norm else []
+                  for l in range(len(self.channels))]
+        return groups + [[] for _ in self.hidden]
 
 
 def _conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -175,6 +267,19 @@ def _conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
                for offset in itertools.product(*(range(k) for k in window))]
     patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
     return patches @ w.reshape(-1, w.shape[-1])
+
+
+def _window_max(x: jax.Array, p: int) -> jax.Array:
+    """:func:`_max_pool` by ``lax.reduce_window``, whose gradient goes to one maximum of each window.
+
+    Used after batch norm: the gradient of a ``max`` reduction compares the window with its maximum,
+    and an unoptimized XLA program may compute the normalised values twice, differently rounded, so
+    that no element equals the maximum (0/0 in the gradient).
+    """
+    window = (1,) + tuple(p if s >= p else 1 for s in x.shape[1:-1]) + (1,)
+    if p == 1 or window == (1,) * x.ndim:
+        return x
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
 
 
 def _max_pool(x: jax.Array, p: int) -> jax.Array:
@@ -195,3 +300,22 @@ def _max_pool(x: jax.Array, p: int) -> jax.Array:
     if not reduce:
         return x
     return x[tuple(crop)].reshape(shape + [x.shape[-1]]).max(axis=tuple(reduce))
+
+
+def _batch_norm(z: jax.Array, p: dict, s: dict, train: bool, momentum: float):
+    """Batch norm of ``z (batch, *spatial, c)`` over every axis but the channels: ``(output, new state)``.
+
+    In training the batch's mean and (biased) variance normalise ``z`` and the running statistics move
+    towards them (the variance unbiased, as PyTorch keeps it); in evaluation the running ones are used.
+    """
+    axes = tuple(range(z.ndim - 1))
+    if train:
+        mean = jnp.mean(z, axis=axes)
+        var = jnp.mean(jnp.square(z - mean), axis=axes)
+        n = z.size // z.shape[-1]
+        unbiased = var * (n / max(n - 1, 1))
+        new = {"mean": momentum * s["mean"] + (1 - momentum) * jax.lax.stop_gradient(mean),
+               "var": momentum * s["var"] + (1 - momentum) * jax.lax.stop_gradient(unbiased)}
+    else:
+        mean, var, new = s["mean"], s["var"], s
+    return (z - mean) * jax.lax.rsqrt(var + NORM_EPS) * p["scale"] + p["offset"], new

@@ -56,12 +56,13 @@ def _leaf_names(tree) -> list[str]:
     return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+def _is_key(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
 def _keyless(state):
-    """The state with typed keys as raw key data."""
-    key = state.data_key
-    if key is not None and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return state._replace(data_key=key)
+    """The state with typed keys (the data-order key, the noise key) as raw key data."""
+    return jax.tree.map(lambda a: jax.random.key_data(a) if _is_key(a) else a, state)
 
 
 def _host_state(state) -> Any:
@@ -272,8 +273,7 @@ def load(path: str | os.PathLike, like, *, fingerprint: dict) -> dict:
     meta, arrays = read(path, like, fingerprint=fingerprint)
     keyless = _keyless(like)
     state = jax.tree.unflatten(jax.tree.structure(keyless), [arrays[f"state{n}"] for n in _leaf_names(keyless)])
-    if state.data_key is not None:
-        state = state._replace(data_key=jax.random.wrap_key_data(state.data_key))
+    state = jax.tree.map(lambda a, ref: jax.random.wrap_key_data(a) if _is_key(ref) else a, state, like)
     section = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     return {"state": state, "epochs_done": meta["epochs_done"], "finished": meta["finished"],
             "history": section("history/"), "initial": section("initial/"),

@@ -42,7 +42,10 @@ def fit_in_chunks(run, keys, member, conditions, max_members, checkpoint) -> Fit
                      hyperparams={k: cat(*[r.hyperparams[k] for r in results]) for k in results[0].hyperparams},
                      examples=None if results[0].examples is None else
                      {k: cat(*[r.examples[k] for r in results]) for k in results[0].examples},
-                     first_epoch_seconds=results[0].first_epoch_seconds)
+                     first_epoch_seconds=results[0].first_epoch_seconds,
+                     model_state=None if results[0].model_state is None else
+                     jax.tree.map(lambda *xs: jnp.concatenate([x[:k] for x, k in zip(xs, keep)]),
+                                  *[r.model_state for r in results]))
 
 
 def pad_history(values: np.ndarray, length: int) -> np.ndarray:

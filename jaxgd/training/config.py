@@ -8,6 +8,7 @@ from typing import Callable, Union
 
 import numpy as np
 
+from jaxgd.data.augment import parse as parse_augment
 from jaxgd.errors import InvalidArgument, InvalidType
 from jaxgd.costs import check_cost
 from jaxgd.io.fingerprint import describe_or_none
@@ -88,6 +89,11 @@ class TrainConfig:
         many times its initial norm (``None``: only non-finite values count). A single
         network stops there; in a population the member is flagged in
         ``FitResult.diverged`` and left out of the statistics.
+      augment: data augmentation inside the compiled loop, e.g. ``"crop:2,flip,noise:0.1"``
+        (:mod:`jaxgd.data.augment`): random crops with zero padding, horizontal flips, Gaussian
+        input noise, on each minibatch, from each member's own key. ``None``: none. A population's
+        members may set the probability that an example is augmented
+        (``fit(..., hyperparams={"augment": ...})``, 1 by default, 0 switching it off).
       matmul_precision: how float32 matrix products are computed, in JAX's terms
         (``jax.default_matmul_precision``): ``"float32"`` (default) on every platform, so
         that a GPU or TPU run follows its CPU run up to rounding; ``"default"`` is the
@@ -114,6 +120,7 @@ class TrainConfig:
     matmul_precision: str = MATMUL_PRECISION
     weight_decay: float | None = None
     optimizer_args: dict | None = None
+    augment: str | None = None
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -182,6 +189,7 @@ class TrainConfig:
                     raise InvalidArgument(f"optimizer_args[{k!r}] must be a finite number, a bool, a string or None, "
                                      f"got {v!r} (per-member values go in fit(..., hyperparams=)).")
         build(self)  # the optimizer, its arguments and its momentum
+        parse_augment(self.augment)
         positive_int("epochs", self.epochs)
         positive_int("eval_every", self.eval_every)
         positive_int("eval_batch_size", self.eval_batch_size)

@@ -8,18 +8,18 @@ evaluated at once and lets per-condition data variants be read in place.
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxgd.costs import output_of, per_example_cost
+from jaxgd.models import call
 from jaxgd.training.members import over_members
 from jaxgd.training.metrics import SPLITS
 from jaxgd.training.spec import Spec, from_compute_layout
 from jaxgd.training.state import TrainState
-from jaxgd.training.step import logits_fn, rows
+from jaxgd.training.step import forward_fn, rows
 
 
 def evaluate_split(rows, n: int, dtype, chunk: int, logits_of: Callable, cost, output: str,
@@ -76,22 +76,24 @@ def param_norm(params) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params)))
 
 
-def evaluate(model, cost, params, x, y, chunk: int = 4096):
-    """Mean cost and accuracy of ``model`` over a whole split, in chunks of ``chunk`` examples.
+def evaluate(model, cost, params, x, y, chunk: int = 4096, state=None):
+    """Mean cost and accuracy of ``model`` over a whole split, in chunks of ``chunk`` examples (a stateful
+    model in evaluation mode, with its ``state``).
 
     Returns:
       ``(cost, accuracy)`` as scalars.
     """
     x, y = jnp.asarray(x), jnp.asarray(y)
     out = evaluate_split(lambda i: (x[i], y[i]), y.shape[0], x.dtype, chunk,
-                         lambda xb: model.apply(params, xb), cost, output_of(model))
+                         lambda xb: call(model, params, state, xb)[0], cost, output_of(model))
     return out["cost"], out["accuracy"]
 
 
-def evaluate_params(params, member: dict, data: dict, *, spec: Spec) -> dict[str, jax.Array]:
-    """Cost, accuracy and the metrics of one network on every split present in ``data``."""
+def evaluate_params(params, member: dict, data: dict, model_state=None, *, spec: Spec) -> dict[str, jax.Array]:
+    """Cost, accuracy and the metrics of one network on every split present in ``data`` (a stateful model in
+    evaluation mode: running statistics, no dropout)."""
     public = from_compute_layout(spec, params)
-    logits = logits_fn(spec, training=False)
+    logits = _eval_logits(spec, model_state)
     out = {}
     for split in SPLITS:
         if f"x_{split}" not in data:
@@ -118,10 +120,15 @@ def evaluate_params(params, member: dict, data: dict, *, spec: Spec) -> dict[str
     return out
 
 
-def train_correct(params, member: dict, data: dict, *, spec: Spec) -> jax.Array:
+def _eval_logits(spec: Spec, model_state):
+    forward = forward_fn(spec, training=False)
+    return lambda params, x: forward(params, model_state, x)[0]
+
+
+def train_correct(params, member: dict, data: dict, model_state=None, *, spec: Spec) -> jax.Array:
     """Whether one network classifies each training example correctly, ``(n_train,)`` bool."""
     public = from_compute_layout(spec, params)
-    logits = logits_fn(spec, training=False)
+    logits = _eval_logits(spec, model_state)
     n = data["y_train"].shape[-1]
     chunk = min(spec.eval_batch_size, n)
     idx = jnp.arange(-(-n // chunk) * chunk).reshape(-1, chunk) % n
@@ -144,8 +151,8 @@ def record_examples(state: TrainState, member: dict, data: dict, *, spec: Spec) 
     ``first_epoch``), which Arpit et al.'s Figure 1 compares across runs. The first call (step 0)
     starts the record from the initial network.
     """
-    def one(params, m, record, step):
-        correct = train_correct(params, m, data, spec=spec)
+    def one(params, m, record, step, model_state):
+        correct = train_correct(params, m, data, model_state, spec=spec)
         epoch = (step // max(spec.steps_per_epoch, 1)).astype(jnp.int32)
         first = step == 0
         stayed = record["correct"] & correct & ~first
@@ -156,19 +163,19 @@ def record_examples(state: TrainState, member: dict, data: dict, *, spec: Spec) 
                 "first_correct": jnp.where(snapshot, correct, record["first_correct"]),
                 "first_epoch": jnp.where(snapshot, epoch, record["first_epoch"])}
 
-    fn = over_members(one, spec, (0, 0, 0, 0)) if spec.population else one
+    fn = over_members(one, spec, (0, 0, 0, 0, 0)) if spec.population else one
     with jax.default_matmul_precision(spec.matmul_precision):
-        return state._replace(examples=fn(state.params, member, state.examples, state.step))
+        return state._replace(examples=fn(state.params, member, state.examples, state.step, state.model_state))
 
 
 def evaluate_state(state: TrainState, member: dict, data: dict, *, spec: Spec):
-    fn = functools.partial(evaluate_params, spec=spec)
+    """:func:`evaluate_params` of every member of the run (``([S],)`` each)."""
+    def fn(params, m, model_state):
+        return evaluate_params(params, m, data, model_state, spec=spec)
     if spec.population:
-        fn = over_members(lambda p, m: evaluate_params(p, m, data, spec=spec), spec, (0, 0))
-        with jax.default_matmul_precision(spec.matmul_precision):
-            return fn(state.params, member)
+        fn = over_members(fn, spec, (0, 0, 0))
     with jax.default_matmul_precision(spec.matmul_precision):
-        return fn(state.params, member, data)
+        return fn(state.params, member, state.model_state)
 
 
 #: :func:`evaluate_state` compiled.

@@ -20,6 +20,7 @@ import numpy as np
 from jaxgd.data.dataset import Dataset
 from jaxgd.errors import InvalidArgument
 from jaxgd.mlp import MLP
+from jaxgd.models import is_stateful
 from jaxgd.parallel import distributed, sharding
 from jaxgd.training import evaluation, loop, resume
 from jaxgd.training.chunks import fit_in_chunks
@@ -89,6 +90,10 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
         if checkpoint.exists() and not checkpoint.is_dir():
             raise NotADirectoryError(f"checkpoint must be a directory, but {checkpoint} is a file.")
     loggers = list(loggers or []) if distributed.is_writer() else []
+    if run.members is None and (is_stateful(run.model) or config.augment):
+        return _alone_as_one_member(run, data, config, metrics=metrics, devices=devices, checkpoint=checkpoint,
+                                    checkpoint_every=checkpoint_every, progress=progress, callback=callback,
+                                    record_examples=record_examples, loggers=loggers)
     train = functools.partial(_train, run=run, data=data, config=config, devices=devices, progress=progress,
                               callback=callback, checkpoint_every=checkpoint_every, started=started,
                               data_fields=None if checkpoint is None else resume.data_fingerprint(data, conditions))
@@ -103,6 +108,37 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
                  checkpoint_file=None if checkpoint is None else checkpoint / "checkpoint.npz")
 
 
+def _alone_as_one_member(run: Plan, data, config, *, callback, loggers, devices, **kw) -> FitResult:
+    """A stochastic network (batch norm, dropout, augmentation) trained as a population of one on one device:
+    the same compiled computation as a member of any population (see :mod:`jaxgd.training.spec`), so that
+    a member trained in a population equals its key trained alone. Returns that member, as one network."""
+    one = fit(run.key[None], run.model, data, config, devices=list(devices or jax.devices())[:1],
+              callback=None if callback is None else lambda epoch, m: callback(epoch, _squeeze(m)),
+              loggers=[_OneMember(logger) for logger in loggers], **kw)
+    return one.member(0)
+
+
+def _squeeze(tree):
+    return jax.tree.map(lambda a: np.asarray(a)[0], tree)
+
+
+class _OneMember:
+    """A logger of one network fed a population of one."""
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def start(self, history, initial):
+        self.logger.start({k: v if k == "epoch" else np.asarray(v)[0] for k, v in history.items()},
+                          None if initial is None else _squeeze(initial))
+
+    def log(self, epoch, metrics):
+        self.logger.log(epoch, _squeeze(metrics))
+
+    def close(self):
+        self.logger.close()
+
+
 def _train(key, *, member, conditions, checkpoint_file, run: Plan, data, config, devices, progress, callback,
            checkpoint_every, data_fields, loggers, started) -> FitResult:
     """Trains the members ``key`` (all of ``run``'s, or a chunk of them) from their checkpoint, if any."""
@@ -114,7 +150,7 @@ def _train(key, *, member, conditions, checkpoint_file, run: Plan, data, config,
         restored = resume.restore(checkpoint_file, state, fp, run.model, config, run.metrics)
         if restored is not None:
             state, done = restored["state"], Progress.restored(restored)
-    hp_host = {k: np.asarray(v) for k, v in member["hyperparams"].items()}
+    hp_host = {k: np.asarray(v) for k, v in {**member["hyperparams"], **member.get("regularizers", {})}.items()}
     state, member, arrays, spec = sharding.place(state, member, arrays, spec=spec, devices=devices)
     host = functools.partial(_host, members=members)
     if done.initial is None:
@@ -150,12 +186,13 @@ def _train(key, *, member, conditions, checkpoint_file, run: Plan, data, config,
         bar.close()
         for logger in loggers:
             logger.close()
-    return FitResult(params=_final_params(spec, state, members), history=done.history, initial=done.initial,
+    return FitResult(params=_final_params(spec, state.params, members), history=done.history, initial=done.initial,
                      diverged=done.diverged, diverged_epoch=done.diverged_epoch, epochs_run=done.epochs_done,
                      state=state, wall_seconds=time.perf_counter() - started, config=config, num_members=members,
                      num_devices=spec.member_shards, model=run.model, hyperparams=hp_host,
                      examples=None if state.examples is None else host(state.examples),
-                     first_epoch_seconds=first_epoch_seconds)
+                     first_epoch_seconds=first_epoch_seconds,
+                     model_state=None if state.model_state is None else _final_params(None, state.model_state, members))
 
 
 def _host(tree, *, members: int | None):
@@ -163,9 +200,10 @@ def _host(tree, *, members: int | None):
     return sharding.host(jax.tree.map(lambda a: a[:members] if members is not None and a.ndim else a, tree))
 
 
-def _final_params(spec: Spec, state: TrainState, members: int | None):
-    """The trained parameters in the model's own layout, without padding members (NumPy on every process of a job)."""
-    params = from_compute_layout(spec, state.params)
+def _final_params(spec: Spec | None, params, members: int | None):
+    """The trained parameters in the model's own layout (``spec`` None: as they are, for a model's state),
+    without padding members (NumPy on every process of a job)."""
+    params = params if spec is None else from_compute_layout(spec, params)
     if members is not None:
         params = jax.tree.map(lambda a: a[:members], params)
     if distributed.multiprocess():

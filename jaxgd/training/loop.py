@@ -75,14 +75,16 @@ def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num
     """``num_epochs`` epochs of training alone (see :func:`train_chunk` for the arguments)."""
     n = data["y_train"].shape[-1]
     per_member_order = spec.population and not spec.shared_order
-    train = functools.partial(train_steps, spec=spec)
+
+    def steps(p, o, s, ms, m, i, nk):
+        return train_steps(p, o, s, ms, m, i, data, nk, spec=spec)
     if spec.kernel == "deferred":  # a shared-order population, written for all its members at once
-        train = functools.partial(_deferred_steps, spec=spec)
+        def steps(p, o, s, ms, m, i, nk):
+            return (*_deferred_steps(p, o, s, m, i, data, spec=spec), ms)
     elif spec.population:
         # A shared order leaves the minibatch indices unbatched, so under vmap the first layer of every
         # MLP member becomes one (batch, n_in) x (n_in, S * n_out) matrix product.
-        train = over_members(lambda p, o, s, m, i: train_steps(p, o, s, m, i, data, spec=spec), spec,
-                             (0, 0, 0, 0, 0 if per_member_order else None))
+        steps = over_members(steps, spec, (0, 0, 0, 0, 0, 0 if per_member_order else None, 0))
 
     def epoch(state: TrainState, _):
         if per_member_order:
@@ -91,11 +93,10 @@ def train_epochs(state: TrainState, member: dict, data: dict, *, spec: Spec, num
         else:
             new_key, sub = jax.random.split(state.data_key)
             idx = batch_order(sub, spec, n)
-        if spec.kernel == "deferred" or not spec.population:
-            params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx, data)
-        else:
-            params, opt_state, step = train(state.params, state.opt_state, state.step, member, idx)
-        return TrainState(params, opt_state, step, new_key, state.examples), None
+        params, opt_state, step, model_state = steps(state.params, state.opt_state, state.step, state.model_state,
+                                                     member, idx, state.noise_key)
+        return state._replace(params=params, opt_state=opt_state, step=step, data_key=new_key,
+                              model_state=model_state), None
 
     with jax.default_matmul_precision(spec.matmul_precision):  # read as the products are traced
         state, _ = jax.lax.scan(epoch, state, None, length=num_epochs)

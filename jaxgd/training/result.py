@@ -36,6 +36,9 @@ class FitResult:
       num_devices: devices the member axis was spread over.
       model: the model trained (with ``config.init`` applied).
       hyperparams: each member's base hyperparameters, ``{name: ([S],)}``.
+      model_state: a stateful model's state (batch statistics) in the model's layout, ``(S, ...)`` for a
+        population; ``None`` for a pure model. Evaluate a trained network with
+        ``model.apply(params, model_state, x)``.
       examples: with ``record_examples``, each training example's record, ``([S,] n_train)`` each:
         ``learned_at`` (the epoch from which it has stayed correctly classified, -1 if it is not
         at the end), ``forgets`` (its forgetting events), ``correct`` (at the end) and
@@ -57,6 +60,7 @@ class FitResult:
     hyperparams: dict | None = None
     examples: dict | None = None
     first_epoch_seconds: float | None = None
+    model_state: Any = None
 
     def final(self, metric: str) -> np.ndarray:
         """The last evaluated value of ``metric`` (``([S],)``)."""
@@ -74,4 +78,6 @@ class FitResult:
                                    initial=take(self.initial), diverged=np.asarray(self.diverged)[i],
                                    diverged_epoch=np.asarray(self.diverged_epoch)[i], num_members=None,
                                    hyperparams=take(self.hyperparams or {}),
-                                   examples=None if self.examples is None else take(self.examples))
+                                   examples=None if self.examples is None else take(self.examples),
+                                   model_state=None if self.model_state is None else
+                                   jax.tree.map(lambda a: a[i], self.model_state))

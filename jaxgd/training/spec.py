@@ -6,7 +6,7 @@ are computed. Every choice computes the same SGD, Adam, ... steps on the same
 minibatches — the fast paths change how, never what (each is checked against the
 plain path in the tests):
 
-- ``dense`` layout (:class:`jaxgd.MLP` only): weights stored ``(n_out, n_in)`` and
+- ``dense`` layout (:class:`jaxgd.MLP` without dropout): weights stored ``(n_out, n_in)`` and
   multiplied by :func:`jaxgd.training.dense.dense`, whose gradient at small minibatches fuses
   with the update (:mod:`jaxgd.training.dense`). Exact: the same products.
 - kernel ``single``: one network, a ``lax.scan`` of :func:`jaxgd.training.step.train_steps`.
@@ -18,8 +18,14 @@ plain path in the tests):
   ``member_batch`` of its members at a time (``lax.map``), so that one member's
   activations stay in the cache instead of all of them streaming through memory (on a
   2-core CPU a 100-member CNN population ran 2.1x faster per seed-epoch than vmapped).
-- kernel ``deferred`` (:mod:`jaxgd.training.deferred`): an MLP population with a shared order
-  of shared inputs, trained by plain SGD (no momentum, no weight decay, no other
+  A stochastic run (a stateful model: batch norm, dropout; or data augmentation) always
+  steps its members one at a time (``member_batch`` 1): each member's step is then the
+  same compiled computation as a network trained alone, so that a member trained in a
+  population equals the same key trained alone. Batch norm with zero-padded crops amplifies
+  rounding chaotically: vmapped, a member drifted 3e-3 from itself trained alone within
+  three epochs; stepped one at a time it is bit-identical.
+- kernel ``deferred`` (:mod:`jaxgd.training.deferred`): an MLP population (no dropout, no
+  augmentation) with a shared order of shared inputs, trained by plain SGD (no momentum, no weight decay, no other
   per-member hyperparameter than the learning rate) with autodiff gradients and
   minibatches: the first layer's updates are deferred over blocks of steps and applied
   as large matrix products. The same SGD up to rounding (float64 tests to 1e-10).
@@ -36,7 +42,8 @@ import jax.numpy as jnp
 from jaxgd.training.config import MATMUL_PRECISION, TrainConfig
 from jaxgd.training.deferred import block_steps
 from jaxgd.mlp import MLP
-from jaxgd.models import activation_floats, output_of
+from jaxgd.data.augment import parse
+from jaxgd.models import activation_floats, is_stateful, output_of
 from jaxgd.training.optim import Optimizer
 
 KERNELS = ("single", "vmap", "map", "deferred")
@@ -75,19 +82,28 @@ class Spec:
     metrics: tuple = ()  # ((name, jaxgd.training.metrics.Metric), ...)
     n_train: int = 0  # training examples
     record_examples: bool = False  # keep each training example's learned-at epoch and forgetting events
+    stateful: bool = False  # the model follows the protocol's stateful form (batch statistics, dropout)
+    augment: tuple = ()  # jaxgd.data.augment.parse(TrainConfig.augment)
+    regularizers: tuple[str, ...] = ()  # per-member regularizers ("dropout", "augment") in member["regularizers"]
+
+    @property
+    def noisy(self) -> bool:
+        """Whether each member draws random numbers at each step (dropout, augmentation): it then has a noise key."""
+        return self.stateful or bool(self.augment)
 
     @classmethod
     def make(cls, model, config: TrainConfig, optimizer: Optimizer, n_train: int, input_shape: tuple[int, ...], *,
              population: bool = False, members: int | None = None, condition_arrays: tuple[str, ...] = (),
              per_member: tuple[str, ...] = (), metrics: tuple = (), devices: int = 1, record_examples: bool = False,
-             **kw) -> "Spec":
+             regularizers: tuple[str, ...] = (), **kw) -> "Spec":
         batch = n_train if config.batch_size is None else config.batch_size
         steps = 1 if config.batch_size is None else n_train // batch
         # a population shares its order when the config says so (tests may force it either way)
         kw.setdefault("shared_order", bool(population) and config.data_order == "shared")
         choice = choose_kernel(model, config, optimizer, batch_size=batch, population=population, members=members,
                                shared_order=kw["shared_order"], condition_arrays=condition_arrays,
-                               per_member=per_member, input_dim=_prod(input_shape), devices=devices)
+                               per_member=per_member, input_dim=_prod(input_shape), devices=devices,
+                               noisy=is_stateful(model) or bool(config.augment))
         for k, v in choice.items():
             kw.setdefault(k, v)
         return cls(model=model, cost=config.cost, output=output_of(model), optimizer=optimizer,
@@ -99,25 +115,28 @@ class Spec:
                    eval_batch_size=_eval_chunk(model, config, members, _prod(input_shape)),
                    population=population, condition_arrays=condition_arrays, members=members,
                    matmul_precision=config.matmul_precision, metrics=tuple(metrics), n_train=n_train,
-                   record_examples=record_examples, **kw)
+                   record_examples=record_examples, stateful=is_stateful(model), augment=parse(config.augment),
+                   regularizers=tuple(regularizers), **kw)
 
 
 def choose_kernel(model, config: TrainConfig, optimizer: Optimizer, *, batch_size: int, population: bool,
                   members: int | None, shared_order: bool, condition_arrays: tuple[str, ...],
-                  per_member: tuple[str, ...], input_dim: int, devices: int = 1) -> dict:
+                  per_member: tuple[str, ...], input_dim: int, devices: int = 1, noisy: bool = False) -> dict:
     """How a run's steps are computed (see the module docstring for what each choice is and why it is exact).
 
     Returns:
       ``{"kernel", "member_batch", "dense_layout", "deferred_steps"}``.
     """
-    mlp = isinstance(model, MLP)
+    mlp = isinstance(model, MLP) and not is_stateful(model)  # an MLP with dropout runs as any model
     out = {"kernel": "single", "member_batch": 1, "dense_layout": mlp, "deferred_steps": 1}
     if not population:
         return out
+    if noisy:  # each member as alone (see the module docstring)
+        return {**out, "kernel": "map", "member_batch": 1}
     plain_sgd = (optimizer.name == "sgd" and not optimizer.decoupled_decay
                  and set(optimizer.numeric) == {"learning_rate"} and set(per_member) <= {"learning_rate"})
     if (mlp and shared_order and plain_sgd and config.gradient == "autodiff" and config.batch_size is not None
-            and "x_train" not in condition_arrays):
+            and "x_train" not in condition_arrays and not config.augment):
         k = block_steps(batch_size, members, model.sizes[1])
         if k > 1:
             return {**out, "kernel": "deferred", "deferred_steps": k}

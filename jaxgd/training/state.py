@@ -1,8 +1,9 @@
 """What a run carries from step to step: parameters, optimizer state, step counters and data-order keys.
 
 Everything random comes from one key per network: ``jax.random.split(key)`` gives the
-initialisation key and the data-order key. A population is a batch of keys, and its
-state has a leading member axis.
+initialisation key and the data-order key, and ``jax.random.fold_in(key, NOISE)`` the noise key
+of a stochastic run (dropout masks, augmentation), folded with the step at every step. A
+population is a batch of keys, and its state has a leading member axis.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgd.errors import InvalidArgument, InvalidType
+from jaxgd.models import init_variables
+from jaxgd.training.spec import to_compute_layout
 
 
 class TrainState(NamedTuple):
@@ -23,6 +26,13 @@ class TrainState(NamedTuple):
     step: jax.Array  # ([S],) int32: optimizer steps taken
     data_key: jax.Array  # typed key, ([S],) per member or () for a shared order
     examples: Any = None  # with record_examples: see empty_record, ([S,] ...) each
+    model_state: Any = None  # a stateful model's state (batch statistics), ([S,] ...); None for a pure model
+    noise_key: Any = None  # typed key, ([S],): each member's own draws (dropout, augmentation); None if none
+
+
+#: What the noise key folds into a member's key (any constant: it keeps the initialisation and data-order keys,
+#: and so every run without noise, as they were).
+NOISE = 0x6E6F6973
 
 
 def empty_record(n: int) -> dict:
@@ -57,19 +67,19 @@ def init_state(key: jax.Array, spec, hyperparams: dict, data_seed: int = 0) -> T
       hyperparams: the optimizer's numeric hyperparameters, scalars or ``(S,)`` arrays.
       data_seed: the seed of a shared data order.
     """
-    from jaxgd.training.spec import to_compute_layout
-
     def one(k, hp):
         k_init, k_data = jax.random.split(k)
-        params = to_compute_layout(spec, spec.model.init(k_init))
+        params, model_state = init_variables(spec.model, k_init)
+        params = to_compute_layout(spec, params)
         opt_state = spec.optimizer.transform(hp).init(params)
         examples = empty_record(spec.n_train) if spec.record_examples else None
-        return params, opt_state, jnp.zeros((), jnp.int32), k_data, examples
+        noise = jax.random.fold_in(k, NOISE) if spec.noisy else None
+        return TrainState(params, opt_state, jnp.zeros((), jnp.int32), k_data, examples, model_state, noise)
 
-    hyperparams = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items()}
+    hyperparams = {k: jnp.asarray(v, jnp.float32) for k, v in hyperparams.items() if k in spec.optimizer.numeric}
     if not spec.population:
-        return TrainState(*one(key, hyperparams))
-    params, opt_state, step, data_keys, examples = jax.vmap(one)(key, hyperparams)
+        return one(key, hyperparams)
+    state = jax.vmap(one)(key, hyperparams)
     if spec.shared_order:
-        data_keys = jax.random.key(data_seed)
-    return TrainState(params, opt_state, step, data_keys, examples)
+        state = state._replace(data_key=jax.random.key(data_seed))
+    return state

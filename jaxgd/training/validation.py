@@ -18,7 +18,8 @@ from jaxgd.backprop import check_backprop
 from jaxgd.data.dataset import Dataset
 from jaxgd.errors import InvalidArgument, InvalidType
 from jaxgd.mlp import MLP
-from jaxgd.models import check_model, param_shapes, with_initializer
+from jaxgd.data import augment
+from jaxgd.models import call, check_model, init_variables, takes_rate, with_initializer
 from jaxgd.training import metrics as metrics_module
 from jaxgd.training import optim
 from jaxgd.training.config import TrainConfig
@@ -32,7 +33,8 @@ class Plan(NamedTuple):
     Attributes:
       model: the model, with ``TrainConfig.init`` applied.
       key: a typed key, or ``(S,)`` keys for a population.
-      member: ``{"hyperparams": {name: ([S],) float32}, "condition": ([S],) int32}``.
+      member: ``{"hyperparams": {name: ([S],) float32}, "condition": ([S],) int32}``, and
+        ``"regularizers": {"dropout", "augment": ([S],) float32}`` where a population sets them per member.
       metrics: ``((name, jaxgd.training.metrics.Metric), ...)``.
       make_spec: ``make_spec(members=, devices=) -> Spec``.
     """
@@ -64,7 +66,8 @@ def check_data(model, data: Dataset) -> None:
         raise InvalidArgument(f"The model takes inputs of shape {tuple(shape)} but {data.name}'s are {data.input_shape}.")
     try:
         x = jax.ShapeDtypeStruct((2, *data.input_shape), jnp.float32)
-        out = jax.eval_shape(model.apply, param_shapes(model), x)
+        params, state = jax.eval_shape(lambda k: init_variables(model, k), jax.random.key(0))
+        out, _ = jax.eval_shape(lambda p, s, x: call(model, p, s, x), params, state, x)
     except Exception as e:  # anything the model raises on these shapes
         raise InvalidArgument(f"The model cannot be applied to a batch of {data.name}'s inputs, shape (batch, "
                          f"{', '.join(map(str, data.input_shape))}): {type(e).__name__}: {e}") from None
@@ -133,15 +136,51 @@ def plan(key, model, data, config, hyperparams=None, learning_rates=None, condit
     if max_members is not None:
         if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
             raise InvalidArgument(f"max_members must be a positive integer, got {max_members!r}.")
+    regularizers = {k: v for k, v in (hyperparams or {}).items() if k in REGULARIZERS}
+    hyperparams = {k: v for k, v in (hyperparams or {}).items() if k not in REGULARIZERS} or None
+    check_regularizers(model, config, regularizers, members, data)
     per_member = tuple(sorted(set(hyperparams or {}) | ({"learning_rate"} if learning_rates is not None else set())))
     optimizer, base = optim.build(config, per_member)
     hp = member_hyperparams(config, base, hyperparams, learning_rates, members)
     cond = np.zeros((members,) if population else (), np.int32) if conditions is None else \
         np.asarray(conditions.index, np.int32)
     member = {"hyperparams": hp, "condition": cond}
+    if regularizers:
+        member["regularizers"] = {k: np.asarray(v, np.float32) for k, v in sorted(regularizers.items())}
     metric_list = metrics_module.resolve(metrics)
     make_spec = functools.partial(Spec.make, model, config, optimizer, data.n_train, data.input_shape,
                                   population=population, per_member=per_member, metrics=metric_list,
                                   condition_arrays=tuple(sorted(conditions.arrays)) if conditions is not None else (),
-                                  record_examples=bool(record_examples))
+                                  record_examples=bool(record_examples), regularizers=tuple(sorted(regularizers)))
     return Plan(model, key, member, metric_list, make_spec)
+
+
+#: Per-member hyperparameters that are not the optimizer's: a model's dropout rate, the augmentation probability.
+REGULARIZERS = ("dropout", "augment")
+
+
+def check_regularizers(model, config: TrainConfig, values: dict, members: int | None, data: Dataset) -> None:
+    """Refuses per-member ``dropout`` for a model that does not take a rate, ``augment`` without
+    ``TrainConfig.augment``, and values outside their ranges (``[0, 1)`` and ``[0, 1]``)."""
+    if config.augment:
+        augment.check(augment.parse(config.augment), data.input_shape, data.name)
+    for name, value in values.items():
+        arr = np.asarray(value, np.float64) if np.ndim(value) or np.isscalar(value) else None
+        if arr is None or arr.shape != (members,):
+            raise InvalidArgument(f"hyperparams[{name!r}] must have shape {(members,)} (one per member), "
+                                  f"got {np.shape(value)}.")
+        if name == "dropout":
+            if not takes_rate(model):
+                raise InvalidArgument("hyperparams['dropout'] sets each member's dropout rate, which needs a model "
+                                      "with dropout layers that takes a rate: build jaxgd.MLP or jaxgd.CNN with "
+                                      "dropout=0.0 (or the rate the others use).")
+            if not np.all((arr >= 0) & (arr < 1)):
+                raise InvalidArgument(f"hyperparams['dropout'] must hold rates in [0, 1), got "
+                                      f"{float(arr[~((arr >= 0) & (arr < 1))].flat[0])!r} among them.")
+        if name == "augment":
+            if not config.augment:
+                raise InvalidArgument("hyperparams['augment'] is the probability that an example is augmented; "
+                                      "name the augmentation with TrainConfig(augment='crop:2,flip', ...).")
+            if not np.all((arr >= 0) & (arr <= 1)):
+                raise InvalidArgument(f"hyperparams['augment'] must hold probabilities in [0, 1], got "
+                                      f"{float(arr[~((arr >= 0) & (arr <= 1))].flat[0])!r} among them.")
