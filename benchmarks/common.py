@@ -11,6 +11,9 @@ LEARNING_RATE = 3.0
 #: The CNN benchmarked: jaxgd.models.CNN's default for 28x28 images (and the torch peers' copy of it).
 CNN_CHANNELS = (16, 32)
 CNN_LEARNING_RATE = 0.05
+#: The regularized CNN (model "cnn_bn"): the same CNN with batch norm after each convolution and dropout
+#: at this rate before its dense layer, trained in training mode (batch statistics, dropout masks).
+CNN_DROPOUT = 0.25
 
 
 def mnist_shaped(n: int = N_TRAIN, seed: int = 0):
@@ -36,7 +39,7 @@ def cnn_macs(channels=CNN_CHANNELS, side: int = 28, kernel: int = 3, classes: in
 def epoch_flops(seeds: int, n: int = N_TRAIN, sizes=SIZES, model: str = "mlp") -> float:
     """6 x multiply-adds x examples per seed-epoch (2 forward, 4 backward), times the seeds; an MLP's
     multiply-adds are its weights."""
-    return 6.0 * (num_weights(sizes) if model == "mlp" else cnn_macs()) * n * seeds
+    return 6.0 * (num_weights(sizes) if model == "mlp" else cnn_macs()) * n * seeds  # cnn_bn: the CNN's products
 
 
 #: Each timing keeps calling its function until it has spent this long (and made its minimum number

@@ -38,7 +38,8 @@ def jaxgd_model(model: str):
 
     if model == "mlp":
         return jaxgd.MLP(common.SIZES), jaxgd.TrainConfig(learning_rate=common.LEARNING_RATE)
-    return (jaxgd.CNN((28, 28, 1), 10, channels=common.CNN_CHANNELS),
+    regularized = {"batch_norm": True, "dropout": common.CNN_DROPOUT} if model == "cnn_bn" else {}
+    return (jaxgd.CNN((28, 28, 1), 10, channels=common.CNN_CHANNELS, **regularized),
             jaxgd.TrainConfig(cost="cross_entropy", learning_rate=common.CNN_LEARNING_RATE))
 
 
@@ -114,7 +115,7 @@ CNN_WORK = 32_000
 
 def steps_for(seeds: int, batch_size: int, quick: bool, model: str = "mlp") -> int | None:
     """Steps per timed run (``None``: whole epochs); partial runs do about the same work whatever the population."""
-    if model == "cnn":
+    if model != "mlp":
         return max(2, min(400, CNN_WORK // (seeds * batch_size) // (8 if quick else 1)))
     if not quick and seeds * common.N_TRAIN <= WHOLE_EPOCH_WORK:
         return None
@@ -200,6 +201,7 @@ def jaxgd_configs(quick: bool) -> list[tuple[str, int, str, int]]:
     if not quick:
         configs.append(("mlp", 1000, "shared", 100))
     configs += [("cnn", 1, "per_seed", 32), ("cnn", 100, "shared", 32), ("cnn", 100, "shared", 10)]
+    configs += [("cnn_bn", 1, "per_seed", 32), ("cnn_bn", 100, "shared", 32)]
     return configs
 
 
@@ -277,6 +279,10 @@ def run(quick: bool = False, memory: bool = True) -> dict:
     for batch in (32, 10):
         t, note = peer(torch_func.seconds_per_epoch, x, y, batch, 100, steps=2 if quick else 10, model="cnn")
         add("pytorch torch.func", "cnn", 100, "shared", batch, t, note)
+    t, note = peer(torch_eager.seconds_per_epoch, x, y, 32, steps=20 if quick else 200, model="cnn_bn")
+    add("pytorch eager", "cnn_bn", 1, None, 32, t, note)
+    t, note = peer(torch_func.seconds_per_epoch, x, y, 32, 100, steps=2 if quick else 10, model="cnn_bn")
+    add("pytorch torch.func", "cnn_bn", 100, "shared", 32, t, note)
     # XLA's CPU convolutions under vmap take tens of seconds per step for 100 members: a few steps suffice
     t, _ = peer(jax_population.seconds_per_epoch, x, y, 32, 10 if quick else 100, "cnn", steps=1)
     add(THIRTY_LINES, "cnn", 10 if quick else 100, "shared", 32, t)
@@ -318,6 +324,7 @@ def checks(rows, memory_rows) -> list[dict]:
     one = per_seed("jaxgd", 1, None, 10)
     shared100 = per_seed("jaxgd", 100, "shared", 10)
     cnn100 = per_seed("jaxgd", 100, "shared", 32, "cnn")
+    bn100 = per_seed("jaxgd", 100, "shared", 32, "cnn_bn")
     out = [
         {"check": "1 seed, batch 10: x faster than pytorch eager", "value": ratio(eager, one), "target": 10},
         {"check": "100 seeds shared, batch 10: x faster than pytorch eager", "value": ratio(eager, shared100),
@@ -341,6 +348,10 @@ def checks(rows, memory_rows) -> list[dict]:
          "value": ratio(per_seed("pytorch torch.func", 100, "shared", 32, "cnn"), cnn100), "target": 3},
         {"check": "CNN 100 seeds shared, batch 32: x faster than the thirty-line JAX population",
          "value": ratio(per_seed(THIRTY_LINES, 100, "shared", 32, "cnn"), cnn100), "target": 2},
+        {"check": "batch-norm + dropout CNN 100 seeds shared, batch 32: x faster than torch.func ensemble",
+         "value": ratio(per_seed("pytorch torch.func", 100, "shared", 32, "cnn_bn"), bn100), "target": 3},
+        {"check": "batch-norm + dropout CNN 100 seeds shared, batch 32: cost per seed-epoch / plain CNN's",
+         "value": ratio(bn100, cnn100), "target": 1.5, "lower_is_better": True},
     ]
     for c in out:
         v = c["value"]
@@ -372,7 +383,9 @@ def format_table(result: dict) -> str:
     lines = []
     for model, title in (("mlp", "The lesson's MLP, 784-16-16-10 sigmoid, quadratic cost, SGD"),
                          ("cnn", f"The CNN, jaxgd.models.CNN((28, 28, 1), 10) (channels {common.CNN_CHANNELS}), "
-                                 "cross-entropy, SGD")):
+                                 "cross-entropy, SGD"),
+                         ("cnn_bn", f"The batch-norm + dropout CNN, jaxgd.models.CNN((28, 28, 1), 10, batch_norm=True, "
+                                    f"dropout={common.CNN_DROPOUT}), cross-entropy, SGD, training mode")):
         eager = find(result["rows"], "pytorch eager", 1, None, 10 if model == "mlp" else 32, model)
         base = eager["seconds_per_seed_epoch"] if eager and eager["seconds_per_seed_epoch"] else None
         lines += [title, "",

@@ -37,12 +37,12 @@ def seconds_per_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int 
     """Times ``steps`` SGD steps after a warm-up and scales to one epoch of ``len(x)`` examples."""
     import torch
 
-    from benchmarks.peers.torch_cnn import make_cnn
+    from benchmarks.peers.torch_cnn import make
 
     torch.manual_seed(0)
     device = torch_device()
     xt, yt = inputs(x, y, model, device)
-    net = (make_mlp if model == "mlp" else make_cnn)(device)
+    net = make(model, device)
     opt = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE if model == "mlp" else CNN_LEARNING_RATE)
     loss = loss_fn(model)
 

@@ -29,6 +29,7 @@ makes the network follow the protocol's stateful form (:mod:`jaxgd.models`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import Any
@@ -206,10 +207,10 @@ class CNN:
         norms = []
         for l, layer in enumerate(params["conv"]):
             z = _conv_same(h, layer["w"]) + layer["b"]
-            if self.batch_norm:  # before pooling: a negative scale would not commute with the max
-                z, stats = _batch_norm(z, params["norm"][l], state["norm"][l], train, momentum)
+            if self.batch_norm:
+                h, stats = _normalized_pool(z, params["norm"][l], state["norm"][l], train, momentum, self.pool)
                 norms.append(stats)
-                h = act(_window_max(z, self.pool))
+                h = act(h)
             else:
                 h = act(_max_pool(z, self.pool))
         keys = [None] * len(params["dense"])
@@ -269,26 +270,11 @@ def _conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
     return patches @ w.reshape(-1, w.shape[-1])
 
 
-def _window_max(x: jax.Array, p: int) -> jax.Array:
-    """:func:`_max_pool` by ``lax.reduce_window``, whose gradient goes to one maximum of each window.
-
-    Used after batch norm: the gradient of a ``max`` reduction compares the window with its maximum,
-    and an unoptimized XLA program may compute the normalised values twice, differently rounded, so
-    that no element equals the maximum (0/0 in the gradient).
-    """
-    window = (1,) + tuple(p if s >= p else 1 for s in x.shape[1:-1]) + (1,)
-    if p == 1 or window == (1,) * x.ndim:
-        return x
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
-
-
-def _max_pool(x: jax.Array, p: int) -> jax.Array:
-    """Max over non-overlapping ``p``-windows of every spatial axis at least ``p`` long (a remainder is dropped)."""
+def _windows(x: jax.Array, p: int):
+    """``x``'s non-overlapping ``p``-windows: ``(blocks, reduce axes, crop)``, or None when nothing is pooled."""
     if p == 1:
-        return x
-    shape = [x.shape[0]]
-    crop = [slice(None)]
-    reduce = []
+        return None
+    shape, crop, reduce = [x.shape[0]], [slice(None)], []
     for s in x.shape[1:-1]:
         if s >= p:
             crop.append(slice(0, s // p * p))
@@ -298,24 +284,62 @@ def _max_pool(x: jax.Array, p: int) -> jax.Array:
             crop.append(slice(None))
             shape.append(s)
     if not reduce:
-        return x
-    return x[tuple(crop)].reshape(shape + [x.shape[-1]]).max(axis=tuple(reduce))
+        return None
+    return x[tuple(crop)].reshape(shape + [x.shape[-1]]), tuple(reduce), tuple(crop)
 
 
-def _batch_norm(z: jax.Array, p: dict, s: dict, train: bool, momentum: float):
-    """Batch norm of ``z (batch, *spatial, c)`` over every axis but the channels: ``(output, new state)``.
+def _max_pool(x: jax.Array, p: int) -> jax.Array:
+    """Max over non-overlapping ``p``-windows of every spatial axis at least ``p`` long (a remainder is dropped)."""
+    w = _windows(x, p)
+    return x if w is None else w[0].max(axis=w[1])
 
-    In training the batch's mean and (biased) variance normalise ``z`` and the running statistics move
-    towards them (the variance unbiased, as PyTorch keeps it); in evaluation the running ones are used.
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _safe_max_pool(x: jax.Array, p: int) -> jax.Array:
+    """:func:`_max_pool` whose derivative never divides by zero.
+
+    The derivative of a ``max`` is shared among the window's elements equal to its maximum, as JAX's own
+    is. After batch norm the pooled values are ``z * a + c``, which an unoptimized XLA program may
+    compute twice, once with a fused multiply-add and once without: then no element may equal the
+    maximum, and JAX's rule divides 0 by 0. Here such a window passes no derivative instead. (A JVP
+    rule: reverse mode transposes it, and Hessian-vector products differentiate it again.)
+    """
+    return _max_pool(x, p)
+
+
+@_safe_max_pool.defjvp
+def _safe_max_pool_jvp(p, primals, tangents):
+    (x,), (t,) = primals, tangents
+    w = _windows(x, p)
+    if w is None:
+        return x, t
+    blocks, reduce, crop = w
+    out = _safe_max_pool(x, p)  # differentiated again (a Hessian-vector product) by this rule, not JAX's
+    at = [slice(None)] * blocks.ndim
+    for a in reduce:
+        at[a] = None
+    mask = jax.lax.stop_gradient((blocks == out[tuple(at)]).astype(x.dtype))
+    tangent = jnp.sum(t[crop].reshape(blocks.shape) * mask, axis=reduce) / jnp.maximum(jnp.sum(mask, axis=reduce), 1)
+    return out, tangent
+
+
+def _normalized_pool(z: jax.Array, p: dict, s: dict, train: bool, momentum: float, pool: int):
+    """Max pooling of the batch-normalised ``z (batch, *spatial, c)``: ``(pooled, new state)``.
+
+    Batch norm normalises over every axis but the channels (Ioffe & Szegedy 2015, arXiv 1502.03167): in
+    training with the batch's mean and (biased) variance, computed in one pass, moving the running
+    statistics towards them (the variance unbiased, as PyTorch keeps it); in evaluation with the running
+    ones. It comes before the pooling: with a negative scale the normalisation would not commute with the max.
     """
     axes = tuple(range(z.ndim - 1))
     if train:
         mean = jnp.mean(z, axis=axes)
-        var = jnp.mean(jnp.square(z - mean), axis=axes)
+        var = jnp.maximum(jnp.mean(jnp.square(z), axis=axes) - jnp.square(mean), 0.0)
         n = z.size // z.shape[-1]
         unbiased = var * (n / max(n - 1, 1))
         new = {"mean": momentum * s["mean"] + (1 - momentum) * jax.lax.stop_gradient(mean),
                "var": momentum * s["var"] + (1 - momentum) * jax.lax.stop_gradient(unbiased)}
     else:
         mean, var, new = s["mean"], s["var"], s
-    return (z - mean) * jax.lax.rsqrt(var + NORM_EPS) * p["scale"] + p["offset"], new
+    a = jax.lax.rsqrt(var + NORM_EPS) * p["scale"]  # per channel, the normalisation is z * a + c
+    return _safe_max_pool(z * a + (p["offset"] - mean * a), pool), new
