@@ -109,10 +109,11 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
 
 
 def _alone_as_one_member(run: Plan, data, config, *, callback, loggers, devices, **kw) -> FitResult:
-    """A stochastic network (batch norm, dropout, augmentation) trained as a population of one on one device:
-    the same compiled computation as a member of any population (see :mod:`jaxgd.training.spec`), so that
-    a member trained in a population equals its key trained alone. Returns that member, as one network."""
-    one = fit(run.key[None], run.model, data, config, devices=list(devices or jax.devices())[:1],
+    """A stochastic network (batch norm, dropout, augmentation) trained as a population of one, placed as any
+    population is (over every device, padded): the same compiled computation as a member of a population
+    (see :mod:`jaxgd.training.spec`), so that a member trained in a population equals its key trained alone.
+    Returns that member, as one network."""
+    one = fit(run.key[None], run.model, data, config, devices=devices,
               callback=None if callback is None else lambda epoch, m: callback(epoch, _squeeze(m)),
               loggers=[_OneMember(logger) for logger in loggers], **kw)
     return one.member(0)
