@@ -103,9 +103,12 @@ def record(config) -> dict:
     return to_jsonable(out)
 
 
-def main(prog: str, argv, parse_args, make_config, run, figures, format_table, default_out: str) -> int:
-    """Parses, starts JAX as the command line does, runs, commits ``results.json`` and the figures as one run
-    directory (:func:`jaxgd.runs.rundir.run_in`), prints the table; bad input exits 2 in one line."""
+def main(prog: str, argv, parse_args, make_config, run, figures, format_table, default_out: str,
+         check=None) -> int:
+    """Parses, starts JAX as the command line does, checks (``check(config)``: the memory the study needs, from
+    its configuration alone) before the output directory is touched, runs, commits ``results.json`` and the
+    figures as one run directory (:func:`jaxgd.runs.rundir.run_in`), prints the table; bad input exits 2 in
+    one line."""
     import json
 
     from jaxgd.cli.guard import guarded
@@ -120,6 +123,8 @@ def main(prog: str, argv, parse_args, make_config, run, figures, format_table, d
         from jaxgd.runs.rundir import run_in
 
         config = make_config(args)
+        if check is not None:
+            check(config)
         out = Path(args.out or default_out.format(preset=args.preset))
         writer = distributed.is_writer()
 

@@ -79,16 +79,9 @@ def _member(tree, i):
     return jax.tree.map(lambda a: a[i], tree)
 
 
-def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progress: bool, checkpoint=None,
-              checkpoint_every: int = 10) -> dict:
-    """Trains ``config.seeds`` networks of one width and measures their minima (checkpointing in ``checkpoint``)."""
-    import jax
-    import jax.numpy as jnp
-
+def width_model(config: LocalMinimaConfig, data, width: int, mode: str):
+    """The network of one width and its training config."""
     import jaxgd
-    from jaxgd.landscape import align, barrier, sharpness
-    from jaxgd.models import describe, num_params
-    from jaxgd.analysis.statistics import member_stats
 
     from experiments.common import study_model
 
@@ -101,6 +94,35 @@ def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progr
                               batch_size=config.batch_size, epochs=config.epochs,
                               init=config.init if isinstance(config.model, str) else None,
                               eval_every=config.epochs, data_order=MODES[mode], data_seed=config.seed)
+    return net, train
+
+
+def check(config: LocalMinimaConfig) -> None:
+    """Refuses, from the configuration alone, a width whose population cannot fit in memory."""
+    from jaxgd.training.memory import check_population
+
+    from experiments.common import study_data
+
+    validate(config)
+    data = study_data(config)
+    for width in config.widths:
+        net, train = width_model(config, data, width, config.modes[0])
+        check_population(net, train.validate(data.n_train), data, config.seeds, max_members=config.max_members)
+
+
+def run_width(width: int, data, config: LocalMinimaConfig, mode: str, key, progress: bool, checkpoint=None,
+              checkpoint_every: int = 10) -> dict:
+    """Trains ``config.seeds`` networks of one width and measures their minima (checkpointing in ``checkpoint``)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxgd
+    from jaxgd.landscape import align, barrier, sharpness
+    from jaxgd.models import describe, num_params
+    from jaxgd.analysis.statistics import member_stats
+    from experiments.common import study_model
+
+    net, train = width_model(config, data, width, mode)
     k_train, k_pairs, k_sharp = jax.random.split(key, 3)
     result = jaxgd.fit(jax.random.split(k_train, config.seeds), net, data, train,
                        max_members=config.max_members, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
@@ -166,7 +188,7 @@ def run(config: LocalMinimaConfig, *, progress: bool = False, checkpoint=None, c
     from jaxgd.io.environment import environment
 
     start = time.perf_counter()
-    validate(config)
+    check(config)
     from experiments.common import record, study_data
 
     data = study_data(config)
@@ -295,7 +317,7 @@ def main(argv=None) -> int:
     from experiments import common
 
     return common.main("local_minima.py", argv, parse_args, make_config, run, figures, format_table,
-                       "runs/local_minima-{preset}")
+                       "runs/local_minima-{preset}", check=check)
 
 
 if __name__ == "__main__":

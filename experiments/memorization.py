@@ -192,6 +192,30 @@ def example_statistics(learned_at: np.ndarray, forgets: np.ndarray, first_correc
     }
 
 
+def training_config(config: MemorizationConfig, model):
+    import jaxgd
+
+    return jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
+                             momentum=config.momentum if config.optimizer in ("momentum", "nesterov") else None,
+                             batch_size=config.batch_size, epochs=config.epochs, target_accuracy=config.fit_threshold,
+                             data_order=config.data_order, init=None if not isinstance(config.model, str) else config.init)
+
+
+def check(config: MemorizationConfig, data=None, model=None, train_config=None) -> None:
+    """Refuses, from the configuration alone, a study whose population cannot fit in memory (before any key,
+    condition or network is made)."""
+    from jaxgd.training.memory import check_population
+
+    from experiments.common import study_data, study_model
+
+    data = study_data(config) if data is None else data
+    model = study_model(config, data, config.hidden) if model is None else model
+    train_config = (training_config(config, model) if train_config is None else train_config).validate(data.n_train)
+    conditions = 2 + len(config.corruptions) + len(config.input_randomizations)
+    check_population(model, train_config, data, conditions * config.seeds, max_members=config.max_members,
+                     extra_bytes=len(config.input_randomizations) * 4 * (data.x_train.size + data.x_test.size))
+
+
 def run(config: MemorizationConfig, *, progress: bool = False, checkpoint=None, checkpoint_every: int = 10) -> dict:
     """Trains every condition x seed and returns the results (also what ``results.json`` holds).
 
@@ -203,21 +227,18 @@ def run(config: MemorizationConfig, *, progress: bool = False, checkpoint=None, 
     from experiments.common import record, study_data, study_model
     from jaxgd.models import describe, num_params
     from jaxgd.analysis.statistics import member_stats
-    from jaxgd.training.population import Conditions, grid
     from jaxgd.io.environment import environment
+    from jaxgd.training.population import Conditions, grid
 
     start = time.perf_counter()
     data = study_data(config)
     key = jax.random.key(config.seed)
     k_data, k_train = jax.random.split(key)
+    net = study_model(config, data, config.hidden)
+    train_config = training_config(config, net)
+    check(config, data, net, train_config)
     names, fractions, arrays = build_conditions(k_data, data, config)
     keys, index = grid(k_train, len(names), config.seeds)
-    net = study_model(config, data, config.hidden)
-    train_config = jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
-                                     momentum=config.momentum if config.optimizer in ("momentum", "nesterov") else None,
-                                     batch_size=config.batch_size, epochs=config.epochs,
-                                     target_accuracy=config.fit_threshold, data_order=config.data_order,
-                                     init=None if not isinstance(config.model, str) else config.init)
     result = jaxgd.fit(keys, net, data, train_config, conditions=Conditions(arrays, index),
                        max_members=config.max_members, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                        progress=progress, record_examples=True)
@@ -406,7 +427,7 @@ def main(argv=None) -> int:
     from experiments import common
 
     return common.main("memorization.py", argv, parse_args, make_config, run, figures, format_table,
-                       "runs/memorization-{preset}")
+                       "runs/memorization-{preset}", check=check)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,23 @@ def build_model(name: str, data, config: MNIST1DConfig):
     raise InvalidArgument(f"Unknown model {name!r}; choose from {', '.join(MODELS)}.")
 
 
+def check(config: MNIST1DConfig):
+    """Loads the data and builds the models, refusing, from the configuration alone, a population that cannot
+    fit in memory (before any key or network is made); returns ``(data, models, training config)``."""
+    import jaxgd
+    from jaxgd.training.memory import check_population
+
+    data = jaxgd.data.load(config.dataset if config.dataset is not None else "idx", data_dir=config.data_dir,
+                           n_train=config.n_train)
+    models = {name: build_model(name, data, config) for name in config.models}
+    train_config = jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
+                                     batch_size=config.batch_size, epochs=config.epochs, init=config.init,
+                                     eval_every=config.eval_every).validate(data.n_train)
+    for model in models.values():
+        check_population(model, train_config, data, config.seeds, max_members=config.max_members)
+    return data, models, train_config
+
+
 def run(config: MNIST1DConfig, *, progress: bool = False, checkpoint=None, checkpoint_every: int = 10) -> dict:
     """Trains every model x condition as a population of ``config.seeds`` and returns the results
     (also what ``results.json`` holds). With ``checkpoint`` (a directory), each model x condition
@@ -93,23 +110,18 @@ def run(config: MNIST1DConfig, *, progress: bool = False, checkpoint=None, check
     import jax
 
     import jaxgd
-    from jaxgd.models import describe, num_params
     from jaxgd.io.environment import environment
+    from jaxgd.models import describe, num_params
 
     start = time.perf_counter()
     for c in config.conditions:
         if c not in CONDITIONS:
             raise InvalidArgument(f"Unknown condition {c!r}; choose from {', '.join(CONDITIONS)}.")
-    data = jaxgd.data.load(config.dataset if config.dataset is not None else "idx", data_dir=config.data_dir,
-                           n_train=config.n_train)
-    models = {name: build_model(name, data, config) for name in config.models}
+    data, models, train_config = check(config)
     k_shuffle, k_init = jax.random.split(jax.random.key(config.seed))
     shuffled = jaxgd.data.shuffled_pixels(k_shuffle, data.x_train, data.x_test)
     datasets = {"original": data, "shuffled": data.replace(x_train=shuffled[0], x_test=shuffled[1])}
     keys = jax.random.split(k_init, config.seeds)  # the same initialisations in both conditions
-    train_config = jaxgd.TrainConfig(cost=config.cost, optimizer=config.optimizer, learning_rate=config.learning_rate,
-                                     batch_size=config.batch_size, epochs=config.epochs, init=config.init,
-                                     eval_every=config.eval_every)
     paper = PAPER if data.name == "mnist1d" else {}
     rows, curves = [], []
     for name, model in models.items():
@@ -232,7 +244,7 @@ def main(argv=None) -> int:
     from experiments import common
 
     return common.main("mnist1d.py", argv, parse_args, make_config, run, figures, format_table,
-                       "runs/mnist1d-{preset}")
+                       "runs/mnist1d-{preset}", check=lambda config: bool(check(config)))
 
 
 if __name__ == "__main__":

@@ -159,7 +159,8 @@ def test_dataset_keeps_the_shape_of_its_inputs():
     assert ds.images().shape == (4, 6, 5, 2)
     flat = ds.replace(input_shape=(60,))
     assert flat.input_shape == (60,) and flat.images("test").shape == (4, 60)
-    assert Dataset(images.reshape(4, -1), [0] * 4, images.reshape(4, -1), [0] * 4).input_shape == (60,)
-    assert Dataset(images[..., 0], [0] * 4, images[..., 0], [0] * 4, image_shape=(6, 5)).input_shape == (6, 5, 1)
+    labels = [0, 1, 0, 1]
+    assert Dataset(images.reshape(4, -1), labels, images.reshape(4, -1), labels).input_shape == (60,)
+    assert Dataset(images[..., 0], labels, images[..., 0], labels, image_shape=(6, 5)).input_shape == (6, 5, 1)
     with pytest.raises(ValueError, match=r"input_shape \(7, 7\) does not hold the 60 features"):
-        Dataset(images, [0] * 4, images, [0] * 4, input_shape=(7, 7))
+        Dataset(images, labels, images, labels, input_shape=(7, 7))

@@ -194,8 +194,22 @@ def run_mode(args) -> str:
     return "resume" if args.resume else "overwrite" if getattr(args, "overwrite", False) else "new"
 
 
+#: The most CPU devices ``--cpu-devices`` makes: JAX starts a thread pool per device (100,000 of them took
+#: gigabytes and minutes to start), and a population gains nothing from many more devices than cores.
+MAX_CPU_DEVICES = 1024
+
+
+def cpu_devices(text: str) -> int:
+    value = positive(int)(text)
+    if value > MAX_CPU_DEVICES:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_CPU_DEVICES} CPU devices, got {value}: JAX starts a thread pool per device, and a "
+            "population gains nothing from many more devices than cores")
+    return value
+
+
 def add_machine_options(p: argparse.ArgumentParser, populations_only: bool = True) -> None:
-    p.add_argument("--cpu-devices", type=positive(int), default=None, metavar="N", dest="cpu_devices",
+    p.add_argument("--cpu-devices", type=cpu_devices, default=None, metavar="N", dest="cpu_devices",
                    help="on a CPU, make N JAX devices and spread a population's members over them (default: one "
                         "per core" + (" for populations" if populations_only else "") + ")")
     p.add_argument("--no-compilation-cache", action="store_false", dest="compilation_cache",

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from jaxgd.cli import options as opt
 from jaxgd.cli import train
-from jaxgd.cli.presets import MODEL_DEFAULTS
 from jaxgd.cli.startup import start_distributed
 from jaxgd.errors import InvalidArgument
 
@@ -53,19 +52,46 @@ def inspect_run(run_dir: Path, out: str | None) -> dict:
 
 
 def replayed_args(options: dict, out: Path, recorded: Path) -> argparse.Namespace:
-    """``jaxgd train``'s arguments from the recorded options, into ``out``."""
-    parser = opt.Parser(prog="jaxgd")
-    train.add_parser(parser.add_subparsers(dest="command", parser_class=opt.Parser))
-    defaults = vars(parser.parse_args(["train"]))
-    unknown = set(options) - set(defaults) - set(MODEL_DEFAULTS["mlp"])
-    if unknown:
-        raise InvalidArgument(f"{recorded} has options this jaxgd does not know: {', '.join(sorted(unknown))}.")
-    args = argparse.Namespace(**{**defaults, **options, "out": str(out), "resume": False, "overwrite": False,
-                                 "quiet": True, "distributed": False, "coordinator": None})  # joined already
-    for name in ("hidden", "channels", "metrics"):
-        if getattr(args, name, None) is not None:
-            setattr(args, name, tuple(getattr(args, name)))
+    """``jaxgd train``'s arguments from the recorded options, into ``out``: the options are turned back into a
+    command line and parsed by ``jaxgd train``'s own parser, so that every value goes through the same
+    types and checks as when it was typed (an edited value is refused naming its option)."""
+    parser = opt.Parser(prog=f"jaxgd rerun: {recorded}")
+    sub = parser.add_subparsers(dest="command", parser_class=opt.Parser)
+    train.add_parser(sub)
+    actions = {a.dest: a for a in sub.choices["train"]._actions if a.option_strings}
+    argv = ["train"]
+    for name, value in sorted(options.items()):
+        action = actions.get(name)
+        if action is None or name in train.NOT_RECORDED:
+            raise InvalidArgument(f"{recorded} records an option this jaxgd train does not replay: {name!r}.")
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise InvalidArgument(f"{recorded} records {flag} as {value!r}; it is a flag (true or false).")
+            argv += [flag] if value else []
+        elif value is None:
+            argv += [flag, "full"] if name == "batch_size" else []
+        elif isinstance(value, list) and isinstance(action, argparse._AppendAction):
+            for v in value:
+                argv += [flag, str(v)]
+        elif isinstance(value, list):
+            if value:
+                argv += [flag, ",".join(map(_text, value))]
+        elif isinstance(value, (str, int, float)):
+            argv += [flag, _text(value)]
+        else:
+            raise InvalidArgument(f"{recorded} records {flag} as {value!r:.60}, which is not an option's value.")
+    args = parser.parse_args(argv)
+    args.out, args.resume, args.overwrite, args.quiet = str(out), False, False, True
+    args.distributed, args.coordinator = False, None  # joined already
     return args
+
+
+def _text(value) -> str:
+    """An option's value as it is typed (floats exactly, by ``repr``)."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"a value {value!r} where a number or a name was expected")
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def command(args) -> int:
@@ -84,6 +110,9 @@ def command(args) -> int:
     if info["note"] and writer:
         print(f"jaxgd rerun: note: {info['note']}")
     out = Path(info["out"])
+    if not isinstance(info["options"], dict):
+        raise InvalidArgument(f"{run_dir / 'config.json'} records its options as {type(info['options']).__name__}, "
+                              "not as a mapping of option names to values.")
     replay = replayed_args(info["options"], out, run_dir / "config.json")
     if writer:
         print(f"jaxgd rerun: replaying {run_dir / 'config.json'} into {out}")

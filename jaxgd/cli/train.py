@@ -110,6 +110,7 @@ def command(args) -> int:
     population = args.seeds > 1 or bool(grid)
     start_jax(args, population)
     import jax
+    import numpy as np
 
     from jaxgd.io.fingerprint import digest
     from jaxgd.mlp import MLP
@@ -118,7 +119,9 @@ def command(args) -> int:
     from jaxgd.runs.rundir import run_in
     from jaxgd.training.config import TrainConfig
     from jaxgd.training.fit import check
+    from jaxgd.training.memory import check_population
     from jaxgd.training.population import sweep
+    from jaxgd.training.validation import REGULARIZERS
 
     data = opt.load_data(args)
     first = {name: values(getattr(args, name))[0] if getattr(args, name) is not None else None for name in opt.SWEPT}
@@ -134,6 +137,13 @@ def command(args) -> int:
         from jaxgd.backprop import check_backprop
 
         check_backprop(model, args.cost)
+    for name, swept_values in grid.items():  # every swept value is checked as a single one would be
+        for value in swept_values:
+            if name in TrainConfig.__dataclass_fields__:
+                config.replace(**{name: value}).validate(data.n_train)
+    if population:  # before any key or array of the population exists
+        check_population(model, config, data, args.seeds * int(np.prod([len(v) for v in grid.values()])),
+                         per_member=tuple(n for n in grid if n not in REGULARIZERS))
     members = sweep(jax.random.key(args.seed), grid or {"learning_rate": [config.learning_rate]}, args.seeds) \
         if population else None
     key = members.keys if population else args.seed

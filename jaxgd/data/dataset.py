@@ -53,6 +53,9 @@ class Dataset:
             y = np.asarray(y)
             if x.ndim < 2:
                 raise DataError(f"x_{split} must have shape (examples, features...), got {x.shape}.")
+            if x.shape[0] == 0 and split != "val":
+                raise DataError(f"The {split} split is empty (x_{split} has no examples): a run needs examples to "
+                                f"{'train on' if split == 'train' else 'measure on'}.")
             if split == "train":
                 given_shape = tuple(int(s) for s in x.shape[1:])
             x = x.reshape(x.shape[0], -1)
@@ -83,6 +86,9 @@ class Dataset:
         labels = [(k, fields[k]) for k in ("y_train", "y_test", "y_val") if k in fields and fields[k].size]
         top = max((int(l.max()) for _, l in labels), default=-1)
         num_classes = int(num_classes) if num_classes is not None else top + 1
+        if num_classes < 2:
+            raise DataError(f"The labels name {num_classes} class{'es' if num_classes != 1 else ''} (every label "
+                            f"is {top}); classification needs at least two: check the labels, or give num_classes.")
         for name, l in labels:
             if int(l.max()) >= num_classes:
                 bad = int(np.flatnonzero(l >= num_classes)[0])

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxgd.errors import DataError, InvalidType
 from jaxgd.io.bounded import CHUNK, excess, not_a_regular_file, read_exact
+from jaxgd.io.memory import host_available_bytes
 
 #: IDX type code -> big-endian NumPy dtype.
 IDX_TYPES = {
@@ -33,6 +34,9 @@ MAX_ELEMENTS = 2 ** 31
 #: The most bytes of data one IDX file may claim: 2 GiB, four times the largest standard IDX file
 #: (EMNIST ByClass's training images, 547 MB). Raise it here for larger data of your own.
 MAX_BYTES = 2 ** 31
+#: Bytes of memory one element of an IDX file takes once loaded, besides its own: its float32 copy and one
+#: float32 temporary while it is scaled. A file whose elements do not fit in the memory available is refused.
+LOADED_BYTES_PER_ELEMENT = 8
 
 
 class IDXError(DataError):
@@ -77,6 +81,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                 raise IDXError(f"{path} claims a {shape} array of {dtype.name} ({expected} bytes), more than the "
                                f"{MAX_ELEMENTS} elements or {MAX_BYTES} bytes jaxgd reads from one IDX file "
                                "(jaxgd.data.idx.MAX_ELEMENTS, MAX_BYTES).")
+            need, have = expected + LOADED_BYTES_PER_ELEMENT * elements, host_available_bytes()
+            if have is not None and need > have:
+                raise IDXError(f"{path} claims a {shape} array of {dtype.name}, which needs {need / 1e9:.1f} GB once "
+                               f"loaded (its data and their float32 copy) but only {have / 1e9:.1f} GB are "
+                               "available; use a machine with more memory or a part of the data.")
             body = read_exact(f, expected)
             if len(body) < expected:
                 raise IDXError(f"{path} is truncated: its header promises {shape} ({expected} bytes of data) but it "
@@ -235,6 +244,9 @@ def load_idx_dir(data_dir: str | os.PathLike, *, num_classes: int | None = None,
             raise IDXError(f"{img_path} holds a {images.ndim}-d array; images need at least 2 dimensions.")
         if labels.ndim != 1:
             raise IDXError(f"{lbl_path} holds a {labels.ndim}-d array; labels must be 1-d.")
+        if images.shape[0] == 0:
+            raise IDXError(f"{img_path} holds no images: the {split} split is empty, and a run needs examples to "
+                           f"{'train on' if split == 'train' else 'measure on'}.")
         if images.shape[0] != labels.shape[0]:
             raise IDXError(
                 f"{img_path} has {images.shape[0]} images but {lbl_path} has {labels.shape[0]} labels."

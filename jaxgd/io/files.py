@@ -124,7 +124,16 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_params(path: str | os.PathLike, like=None):
-    """Reads parameters written by :func:`save_npz` of :func:`flatten_params` (never with pickle);
-    ``like`` (e.g. ``model.init(key)``) gives their structure (see :func:`unflatten_params`)."""
-    with np.load(path, allow_pickle=False) as f:
-        return unflatten_params({k: f[k] for k in f.files}, like)
+    """Reads parameters written by :func:`save_npz` of :func:`flatten_params` through the bounded reader (never
+    with pickle, never more than the file holds); ``like`` (e.g. ``model.init(key)``) gives their structure
+    (see :func:`unflatten_params`)."""
+    return unflatten_params(read_arrays(path), like)
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file jaxgd wrote, read within bounds (:func:`jaxgd.io.bounded.read_npz`);
+    a file that is not one is refused with one line."""
+    from jaxgd.errors import DataError
+    from jaxgd.io.bounded import read_npz
+
+    return read_npz(path, lambda reason: DataError(f"{path} is damaged or not an array file jaxgd wrote ({reason})."))

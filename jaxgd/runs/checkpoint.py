@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 from jaxgd.errors import CheckpointError, InvalidArgument
-from jaxgd.io.bounded import excess, not_a_regular_file, read_exact
+from jaxgd.io.bounded import MAX_ELEMENTS, READ_ERRORS, not_a_regular_file, npz_headers, read_member  # noqa: F401
 from jaxgd.io.fingerprint import digest  # noqa: F401  (re-exported)
 from jaxgd.io.files import atomic_write_bytes, to_jsonable
 from jaxgd.version import __version__
@@ -43,13 +43,9 @@ from jaxgd.version import __version__
 #: 2: the header carries a checksum (format 1 had none).
 FORMAT = 2
 _META = "__meta__"
-#: The most elements one stored array may claim (as for IDX files: the limit of int32 indexing).
-MAX_ELEMENTS = 2 ** 31
 #: Header fields besides ``format`` and ``jaxgd``, with their types.
 _FIELDS = {"epochs_done": int, "finished": bool, "fingerprint": dict, "checksum": str}
-#: What may go wrong while reading a file that is not what it claims to be.
-_READ_ERRORS = (OSError, ValueError, TypeError, KeyError, EOFError, RuntimeError, RecursionError, zlib.error,
-                zipfile.BadZipFile, UnicodeDecodeError)
+_READ_ERRORS = READ_ERRORS + (zlib.error,)
 
 
 def _leaf_names(tree) -> list[str]:
@@ -119,45 +115,15 @@ def _damaged(path, reason: str) -> CheckpointError:
                            "delete it to start the run again.")
 
 
-def _open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo):
-    """The member opened at its data, with its ``.npy`` header: ``(file, shape, fortran_order, dtype)``."""
-    f = zf.open(info)
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        return (f, *np.lib.format.read_array_header_1_0(f))
-    if version == (2, 0):
-        return (f, *np.lib.format.read_array_header_2_0(f))
-    raise InvalidArgument(f"{info.filename} is a .npy file of version {version}")
-
-
 def _headers(path: Path, zf: zipfile.ZipFile) -> dict[str, tuple]:
-    """Each member's ``(info, shape, dtype)``, its declared size and ``.npy`` header checked (see :func:`read`)."""
-    infos = zf.infolist()
-    for info in infos:
-        if not info.filename.endswith(".npy"):
-            raise _damaged(path, f"its member {info.filename!r} is not a .npy array")
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise _damaged(path, f"its member {info.filename!r} declares {info.file_size} bytes compressed into "
-                                 f"{info.compress_size}; jaxgd stores checkpoint arrays uncompressed")
-    declared, size = sum(i.file_size for i in infos), os.stat(path).st_size
-    if declared > size:
-        raise _damaged(path, f"its members declare {declared} bytes, more than the file's {size}")
-    headers = {}
-    for info in infos:
-        name = info.filename[:-len(".npy")]
+    """Each member's ``(info, shape, dtype)``, checked by :func:`jaxgd.io.bounded.npz_headers`, and only the
+    arrays a checkpoint holds."""
+    headers = npz_headers(path, zf, lambda reason: _damaged(path, reason))
+    for name, (_, shape, dtype) in headers.items():
         if name not in (_META, "diverged", "diverged_epoch") and not name.startswith(("state", "history/", "initial/")):
             raise _damaged(path, f"it holds an unexpected array {name!r}")
-        f, shape, _, dtype = _open_member(zf, info)
-        with f:
-            data_bytes = info.file_size - f.tell()
-        if dtype.kind not in "biuf" or (name == _META and (dtype != np.uint8 or len(shape) != 1)):
+        if name == _META and (dtype != np.uint8 or len(shape) != 1):
             raise _damaged(path, f"its array {name!r} has dtype {dtype}")
-        if math.prod(shape) > MAX_ELEMENTS:
-            raise _damaged(path, f"its array {name!r} claims shape {shape}, more than {MAX_ELEMENTS} elements")
-        if math.prod(shape) * dtype.itemsize != data_bytes:
-            raise _damaged(path, f"its array {name!r} claims shape {shape} of {dtype} but its member holds "
-                                 f"{data_bytes} bytes of data")
-        headers[name] = (info, shape, dtype)
     for name in (_META, "diverged", "diverged_epoch"):
         if name not in headers:
             raise _damaged(path, f"it has no {name!r} array")
@@ -165,13 +131,7 @@ def _headers(path: Path, zf: zipfile.ZipFile) -> dict[str, tuple]:
 
 
 def _read_member(path: Path, zf: zipfile.ZipFile, name: str, info: zipfile.ZipInfo) -> np.ndarray:
-    """One member's array: exactly the bytes its (checked) header promises, and then the member's end."""
-    f, shape, fortran, dtype = _open_member(zf, info)
-    with f:
-        data = read_exact(f, math.prod(shape) * dtype.itemsize)
-        if len(data) < math.prod(shape) * dtype.itemsize or excess(f):  # reading to the end checks the CRC
-            raise _damaged(path, f"its array {name!r} does not hold the bytes its header promises")
-    return data.view(dtype).reshape(shape, order="F" if fortran else "C")
+    return read_member(zf, name, info, lambda reason: _damaged(path, reason))
 
 
 def _check_header(path: Path, meta) -> dict:

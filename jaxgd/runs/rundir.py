@@ -10,12 +10,17 @@ or an unfinished new run in ``.pending`` that ``--resume`` continues (an interru
 commit is finished first: the pending manifest says it was decided). Readers — ``jaxgd
 rerun``, ``--resume``, the studies — trust a directory only through :func:`verify`.
 
-One process at a time: ``OUT/.jaxgd.lock`` holds the owner's PID and host, created with
-``O_EXCL``; a second process is refused with one line, and the lock of a dead process on
-the same host is broken with a note. Files jaxgd did not write are never deleted.
+One process at a time: the owner holds an operating-system lock (``fcntl.flock``) on
+``OUT/.jaxgd.lock``, which dies with its process, so a killed run leaves no lock to break; the
+PID and host written in the file only name the owner when a second process is refused. Where
+``flock`` is not honoured across hosts (some NFS, Lustre and CIFS mounts), a note says so at run
+time. Files jaxgd did not write are never deleted; nothing outside ``OUT`` is written, moved or
+deleted: every name a manifest lists must stay inside ``OUT``, and a symbolic link inside ``OUT``
+is refused before anything is written.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -48,17 +53,54 @@ def file_hash(path: Path) -> str:
 
 
 def _files(root: Path) -> list[str]:
-    """Every regular file below ``root``, as paths relative to it, sorted."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """Every regular file below ``root``, as paths relative to it, sorted (links are not followed)."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        out += [os.path.relpath(os.path.join(folder, f), root) for f in files
+                if os.path.isfile(os.path.join(folder, f)) and not os.path.islink(os.path.join(folder, f))]
+    return sorted(out)
+
+
+def symlinks(root: Path) -> list[str]:
+    """The symbolic links inside ``root`` (itself excluded), relative to it: jaxgd never makes one."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        out += [os.path.relpath(os.path.join(folder, n), root) for n in dirs + files
+                if os.path.islink(os.path.join(folder, n))]
+    return sorted(out)
+
+
+def safe_name(name) -> bool:
+    """Whether a name read from a manifest stays inside its run directory: a relative, normalised path
+    without ``..``, not one of jaxgd's own bookkeeping files."""
+    if not isinstance(name, str) or not name or "\0" in name or os.path.isabs(name):
+        return False
+    parts = Path(name).parts
+    return (os.path.normpath(name) == name and ".." not in parts and parts[0] not in (PENDING, LOCK, MANIFEST))
 
 
 def read_manifest(path: Path) -> dict | None:
-    """The manifest of a committed run in ``path``, or None if there is none (or it is unreadable)."""
-    try:
-        manifest = json.loads((Path(path) / MANIFEST).read_text())
-    except (OSError, ValueError):
+    """The manifest of a committed run in ``path``, or None if there is none; a manifest that cannot be
+    read, is not a manifest, or names a file outside the directory raises :class:`RunDirError` (damaged)."""
+    file = Path(path) / MANIFEST
+    if not os.path.lexists(file):
         return None
-    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
+    why = None
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        manifest, why = None, f"it cannot be read as JSON ({type(e).__name__})"
+    if why is None and not (isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
+                            and all(isinstance(v, dict) for v in manifest["files"].values())):
+        why = "it does not list the run's files"
+    if why is None:
+        bad = [n for n in manifest["files"] if not safe_name(n)]
+        if bad:
+            why = f"it lists {bad[0]!r}, a name outside the run directory"
+    if why is not None:
+        raise RunDirError(f"{file} is damaged: {why}. jaxgd will not read, replace or delete anything by it: "
+                          "restore the file, or move the directory aside and start the run again.")
+    return manifest
 
 
 def owned_files(path) -> dict:
@@ -95,14 +137,25 @@ def verify(path) -> list[str]:
     return problems
 
 
-def _pid_alive(pid: int) -> bool:
+#: File systems on which ``flock`` may not exclude processes on other hosts.
+SHARED_FILE_SYSTEMS = ("nfs", "nfs4", "lustre", "cifs", "smb3", "smbfs", "gpfs", "beegfs", "ceph", "fuse.sshfs",
+                       "9p", "afs")
+
+
+def file_system(path: Path) -> str | None:
+    """The type of the file system holding ``path`` (``/proc/self/mountinfo``'s longest mount point), or None."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        target = os.path.realpath(path)
+        best, kind = "", None
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mount = left.split()[4].encode().decode("unicode_escape")
+                if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                    best, kind = mount, right.split()[0]
+        return kind
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
 
 
 class RunDir:
@@ -117,38 +170,73 @@ class RunDir:
         self.pending = self.path / PENDING
         self.writer = writer
         self.finished = False  # --resume of a run that was already committed
-        self._locked = False
+        self._fd = None  # the locked lock file
 
     # --- the lock ---------------------------------------------------------------------------
     def _lock(self) -> None:
+        """Takes ``OUT/.jaxgd.lock`` with ``flock`` (released by the OS when this process ends), then writes
+        the owner's record; a second process is refused, naming the owner the record gives."""
         lock = self.path / LOCK
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(2):
+        for _ in range(10):
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = json.loads(lock.read_text())
-                except (OSError, ValueError):
-                    holder = {}
-                pid, host = holder.get("pid"), holder.get("host")
-                if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
-                    print(f"jaxgd: note: {self.path} was locked by process {pid}, which is gone; lock broken",
-                          file=sys.stderr)
-                    lock.unlink(missing_ok=True)
-                    continue
-                raise RunDirError(f"{self.path} is in use by process {pid} on {host} (since "
-                                  f"{holder.get('since')}); wait for it to finish or choose another --out.") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._locked = True
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except PermissionError:
+                raise RunDirError(f"{lock} cannot be opened (permission denied): if no jaxgd run uses {self.path}, "
+                                  "remove it or give this user access; or choose another --out.") from None
+            except OSError as e:
+                if os.path.islink(lock):
+                    raise RunDirError(f"{lock} is a symbolic link; jaxgd does not follow links inside a run "
+                                      "directory: remove it or choose another --out.") from None
+                raise
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunDirError(f"{self.path} is in use by {self._owner(lock)}; wait for it to finish or choose "
+                                  "another --out.") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
+            except FileNotFoundError:  # the previous owner removed it as we took it: take the new one
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+            self._fd = fd
+            kind = file_system(self.path)
+            if kind in SHARED_FILE_SYSTEMS:
+                print(f"jaxgd: note: {self.path} is on a {kind} file system, where the lock may not exclude a "
+                      "process on another host: make sure only one run uses this --out.", file=sys.stderr)
             return
-        raise RunDirError(f"Could not lock {self.path}.")
+        raise RunDirError(f"Could not lock {self.path}: its lock file keeps being replaced by other processes.")
+
+    @staticmethod
+    def _owner(lock: Path) -> str:
+        """The owner a lock file's record names, as words (its PID and host only inform: the OS lock decides)."""
+        try:
+            record = json.loads(lock.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("pid"), int) and isinstance(record.get("host"), str):
+            return f"process {record['pid']} on {record['host']} (since {record.get('since')})"
+        return f"another process, whose record in {lock} cannot be read"
 
     def close(self) -> None:
-        if self._locked:
-            (self.path / LOCK).unlink(missing_ok=True)
-            self._locked = False
+        """Releases the lock, removing the lock file while still holding it (only if it is still ours)."""
+        fd = getattr(self, "_fd", None)
+        if fd is None:
+            return
+        try:
+            lock = self.path / LOCK
+            if os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino:
+                lock.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            self._fd = None
 
     def __enter__(self):
         return self
@@ -173,6 +261,11 @@ class RunDir:
         if not self.writer:
             return self
         self.path.mkdir(parents=True, exist_ok=True)
+        links = symlinks(self.path)
+        if links:
+            raise RunDirError(f"{self.path / links[0]} is a symbolic link; jaxgd never follows links inside a run "
+                              "directory (it could write or delete outside it): remove the link or choose another "
+                              "--out.")
         self._lock()
         try:
             self._finish_interrupted_commit()

@@ -22,6 +22,8 @@ GRADIENTS = ("autodiff", "backprop")
 MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
 #: Default ``TrainConfig.matmul_precision``: float32 products on every platform.
 MATMUL_PRECISION = "float32"
+#: Optimizer steps a run can count: its step counters are 32-bit integers (jaxgd's and optax's).
+MAX_STEPS = 2 ** 31
 #: Default ``TrainConfig.divergence_factor``.
 DIVERGENCE_FACTOR = 20.0
 
@@ -191,6 +193,9 @@ class TrainConfig:
         build(self)  # the optimizer, its arguments and its momentum
         parse_augment(self.augment)
         positive_int("epochs", self.epochs)
+        if self.epochs >= MAX_STEPS:
+            raise InvalidArgument(f"epochs={self.epochs} is more optimizer steps than a run can count "
+                                  f"(at most {MAX_STEPS - 1:,}, in 32-bit integers).")
         positive_int("eval_every", self.eval_every)
         positive_int("eval_batch_size", self.eval_batch_size)
         positive_int("batch_size", self.batch_size, allow_none=True)
@@ -209,4 +214,9 @@ class TrainConfig:
                 raise InvalidArgument("The training set is empty.")
             if self.batch_size is not None and self.batch_size > n_train:
                 raise InvalidArgument(f"batch_size={self.batch_size} is larger than the {n_train} training examples.")
+            steps = self.epochs * (1 if self.batch_size is None else n_train // self.batch_size)
+            if steps >= MAX_STEPS:
+                raise InvalidArgument(f"epochs={self.epochs} makes {steps:,} optimizer steps; a run counts its steps in "
+                                      f"32-bit integers (as optax does), so at most {MAX_STEPS - 1:,} fit: use fewer "
+                                      "epochs, or train in several runs.")
         return self

@@ -141,16 +141,28 @@ def build(config, per_member: tuple[str, ...] = ()) -> tuple[Optimizer, dict[str
     if "learning_rate" not in params:
         raise InvalidArgument(f"The optimizer {name} takes no learning_rate; jaxgd needs a factory with one.")
     args = dict(config.optimizer_args or {})
-    for key in ("learning_rate", "weight_decay", "momentum"):
+    for key in ("learning_rate", "momentum"):
         if key in args:
             raise InvalidArgument(f"Set {key} with TrainConfig.{key}, not optimizer_args.")
+    weight_decay = config.weight_decay
+    if "weight_decay" in args:  # the factory's own argument: the same as TrainConfig.weight_decay
+        if config.weight_decay is not None:
+            raise InvalidArgument("weight_decay is given twice, as TrainConfig.weight_decay and in optimizer_args: "
+                                  "give it once.")
+        if "weight_decay" not in params:
+            raise InvalidArgument(f"The {name} optimizer takes no weight_decay; set TrainConfig.weight_decay for "
+                                  "decoupled weight decay with any optimizer.")
+        weight_decay = args.pop("weight_decay")
+        if not (_is_number(weight_decay) and math.isfinite(weight_decay) and weight_decay >= 0):
+            raise InvalidArgument(f"optimizer_args['weight_decay'] must be a non-negative number, got "
+                                  f"{weight_decay!r}.")
     if config.momentum is not None:
         if "momentum" not in params:
             raise InvalidArgument(f"momentum={config.momentum} has no effect with the {name} optimizer; choose "
                              f"optimizer='momentum' or 'nesterov' (or one that takes momentum, such as rmsprop).")
         args["momentum"] = config.momentum
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    decay_given = config.weight_decay is not None or "weight_decay" in per_member
+    decay_given = weight_decay is not None or "weight_decay" in per_member
     own_decay = "weight_decay" in params
     for key in (*args, *per_member):
         if key not in params and key != "weight_decay" and not accepts_any:
@@ -162,9 +174,9 @@ def build(config, per_member: tuple[str, ...] = ()) -> tuple[Optimizer, dict[str
         (numeric if _is_number(value) else static)[key] = float(value) if _is_number(value) else value
     decoupled = False
     if decay_given:
-        wd = 0.0 if config.weight_decay is None else float(config.weight_decay)
+        wd = 0.0 if weight_decay is None else float(weight_decay)
         if own_decay:
-            numeric["weight_decay"] = wd if config.weight_decay is not None else float(params["weight_decay"].default)
+            numeric["weight_decay"] = wd if weight_decay is not None else float(params["weight_decay"].default)
         elif wd != 0.0 or "weight_decay" in per_member:
             numeric["weight_decay"] = wd
             decoupled = True

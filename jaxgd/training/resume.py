@@ -95,7 +95,47 @@ def restore(path: Path, like: TrainState, fp: dict, model, config: TrainConfig, 
             "checked against the checkpoint. Name it: a function defined at module level that reads only numbers, "
             "arrays and other such functions (activations: jaxgd.register_activation), or start a new run in "
             "another directory.")
-    return load_checkpoint(path, like, fp)
+    restored = load_checkpoint(path, like, fp)
+    check_progress(path, restored, config, None if like.step.ndim == 0 else int(like.step.shape[0]))
+    return restored
+
+
+def check_progress(path: Path, restored: dict, config: TrainConfig, members: int | None) -> None:
+    """Refuses, naming the field, a checkpoint whose progress disagrees with the run (its checksum can match a
+    forged file): epochs within the run's, flags of the members' shape, one history entry per evaluation."""
+    def bad(field, why):
+        return CheckpointError(f"The checkpoint {path} is inconsistent: its {field} {why}; delete it to start the "
+                               "run again.")
+
+    shape = () if members is None else (members,)
+    done, finished = restored["epochs_done"], restored["finished"]
+    if not 0 <= done <= config.epochs:
+        raise bad("epochs_done", f"is {done}, outside 0..{config.epochs} (the run's epochs)")
+    diverged, epochs = np.asarray(restored["diverged"]), np.asarray(restored["diverged_epoch"])
+    if diverged.shape != shape or diverged.dtype != bool:
+        raise bad("diverged", f"is {diverged.dtype}{list(diverged.shape)}, not bool{list(shape)}")
+    if epochs.shape != shape or not np.issubdtype(epochs.dtype, np.integer):
+        raise bad("diverged_epoch", f"is {epochs.dtype}{list(epochs.shape)}, not int{list(shape)}")
+    if np.any(diverged != (epochs >= 0)) or np.any(epochs > done):
+        raise bad("diverged_epoch", "disagrees with diverged or with epochs_done")
+    if finished and done < config.epochs and not (np.all(diverged) or config.target_accuracy is not None):
+        raise bad("finished", f"is true at epoch {done} of {config.epochs}, with members still training")
+    evaluated = [e for e in range(config.eval_every, done + 1, config.eval_every)]
+    if done == config.epochs and done % config.eval_every:
+        evaluated.append(done)
+    history = restored["history"]
+    if evaluated and "epoch" not in history:
+        raise bad("history", f"is empty after {done} epochs (evaluated every {config.eval_every})")
+    if history:
+        got = np.asarray(history["epoch"])
+        if got.ndim != 1 or list(got) != evaluated:
+            raise bad("history.epoch", f"is {got.tolist()[:8]}, not the evaluations {evaluated[:8]} of {done} epochs")
+        for name, values in history.items():
+            if name != "epoch" and np.shape(values) != shape + got.shape:
+                raise bad(f"history.{name}", f"has shape {list(np.shape(values))}, not {list(shape + got.shape)}")
+    for name, values in (restored["initial"] or {}).items():
+        if np.shape(values) != shape:
+            raise bad(f"initial.{name}", f"has shape {list(np.shape(values))}, not {list(shape)}")
 
 
 def save(path: Path, host_state, fp: dict, progress) -> None:

@@ -102,7 +102,10 @@ def member_hyperparams(config: TrainConfig, base: dict[str, float], hyperparams,
         if name == "learning_rate":
             optim.check_learning_rate(label, arr)
         elif name == "weight_decay" and np.any(arr < 0):
-            raise InvalidArgument(f"{label} must be non-negative, got {arr.min()} among them.")
+            raise InvalidArgument(f"{label} must be non-negative, got {float(arr.min())!r} among them.")
+        elif name == "momentum" and not np.all((arr >= 0) & (arr < 1)):  # as TrainConfig.momentum
+            raise InvalidArgument(f"{label} must lie in [0, 1), got {float(arr[(arr < 0) | (arr >= 1)].flat[0])!r} "
+                                  "among them.")
         out[name] = arr.astype(np.float32)
     return out
 
