@@ -6,6 +6,7 @@ against ``jax.grad``, and training compiled whole so that many seeds train as on
 program — for the lesson's network and for any model (:mod:`jaxgd.models`).
 """
 from jaxgd import checkpoint, data, landscape, loggers, loop, metrics, models, optim, spec, state, step
+from jaxgd import theory
 from jaxgd.activations import register_activation
 from jaxgd.backprop import backprop
 from jaxgd.config import TrainConfig
@@ -22,4 +23,4 @@ __version__ = "0.2.0"
 
 __all__ = ["MLP", "CNN", "from_flax", "from_equinox", "cost_fn", "backprop", "gradcheck", "TrainConfig", "fit", "prepare",
            "FitResult", "TrainState", "Conditions", "member_stats", "grouped_stats", "sweep", "load_run", "register_activation",
-           "data", "models", "landscape", "checkpoint", "metrics", "optim", "loop", "spec", "state", "step", "loggers", "__version__"]
+           "data", "models", "landscape", "checkpoint", "metrics", "optim", "loop", "spec", "state", "step", "loggers", "theory", "__version__"]
