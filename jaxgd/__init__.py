@@ -10,7 +10,7 @@ The package is layered (see the README's *Layout*): the lesson's mathematics at 
 and ``data``; ``parallel``; ``runs``; the training engine ``training``; ``landscape`` and
 ``analysis``; the ``cli`` on top. This module re-exports the public API.
 """
-from jaxgd import data, errors, landscape, models
+from jaxgd import data, errors, landscape, models, theory
 from jaxgd.activations import register_activation
 from jaxgd.analysis.statistics import grouped_stats, member_stats
 from jaxgd.backprop import backprop
@@ -31,4 +31,4 @@ from jaxgd.version import __version__
 __all__ = ["MLP", "CNN", "from_flax", "from_equinox", "cost_fn", "backprop", "gradcheck", "TrainConfig", "fit", "prepare",
            "FitResult", "TrainState", "Conditions", "member_stats", "grouped_stats", "sweep", "load_run", "register_activation",
            "data", "models", "landscape", "checkpoint", "metrics", "optim", "loop", "spec", "state", "step", "loggers",
-           "errors", "__version__"]
+           "errors", "theory", "__version__"]
