@@ -151,7 +151,7 @@ def run(config: ModeConnectivityConfig, *, progress: bool = False, checkpoint=No
     import jaxgd
     from jaxgd.io.environment import environment
     from jaxgd.landscape import align
-    from jaxgd.landscape.spawn import spawn
+    from jaxgd.landscape import spawn
     from jaxgd.models import describe, is_stateful, num_params
 
     from experiments.common import record, study_data, study_model

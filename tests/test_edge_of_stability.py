@@ -49,11 +49,14 @@ def test_the_metric_inside_training_is_landscape_sharpness_outside(data):
         assert inside == pytest.approx(outside(model, config.cost, network, d), rel=1e-4), type(model).__name__
 
 
-def test_sharpness_is_a_named_metric_and_the_command_line_takes_it():
-    from jaxgd.cli.options import metric_names
+def test_sharpness_is_a_named_metric_and_the_command_line_takes_it(tmp_path):
+    from jaxgd.cli import main
     from jaxgd.training.metrics import NAMED, as_metric
 
-    assert metric_names("sharpness,grad_norm") == ("sharpness", "grad_norm")
+    assert main(["train", "--batch-size", "full", "--lr", "0.5", "--epochs", "4", "--eval-every", "2", "--eval-unit",
+                 "steps", "--metrics", "sharpness", "--n-train", "200", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert history["step"] == [2, 4] and len(history["sharpness"]) == 2
     assert NAMED["sharpness"].kind == "landscape" and NAMED["sharpness"].examples == 1000
     with pytest.raises(InvalidArgument):
         sharpness_metric(iters=0)

@@ -9,7 +9,7 @@ import pytest
 import jaxgd
 from jaxgd.analysis.statistics import bootstrap_ci
 from jaxgd.errors import InvalidArgument
-from jaxgd.landscape.spawn import spawn
+from jaxgd.landscape import spawn
 from jaxgd.training.evaluation import evaluate
 from jaxgd.training.state import branch
 

@@ -220,8 +220,8 @@ class TrainConfig:
             steps = 1 if self.batch_size is None else n_train // self.batch_size
             if self.eval_unit == "steps" and self.eval_every % steps:
                 raise InvalidArgument(f"eval_every={self.eval_every} steps falls inside an epoch of {steps} steps: an "
-                                      "evaluation ends an epoch, so use full-batch gradient descent (batch_size=None) "
-                                      f"or a multiple of {steps} steps.")
+                                      "evaluation ends an epoch, so use full-batch gradient descent (batch_size=None, "
+                                      f"--batch-size full) or a multiple of {steps} steps.")
         return self
 
     def eval_epochs(self, steps_per_epoch: int) -> int:

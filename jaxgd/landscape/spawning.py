@@ -38,14 +38,12 @@ class Spawned(NamedTuple):
       children: every child as one population (``FitResult``): members ``i * K .. i * K + K - 1`` were spawned at
         ``epochs[i]``; each trained to the trunk's last epoch (see :func:`spawn`).
       spawned_at: ``(S,)`` the spawn epoch of each child.
-      trunk_result: the trunk's last segment (its history covers that segment).
     """
 
     epochs: tuple[int, ...]
     trunk: dict[int, Any]
     children: FitResult
     spawned_at: np.ndarray
-    trunk_result: FitResult | None
 
     def group(self, k: int) -> np.ndarray:
         """The members of :attr:`children` spawned at epoch ``k``."""
@@ -106,12 +104,12 @@ def spawn(key, model, data, config: TrainConfig, *, epochs=(0, 1, 2, 4), childre
     trunk_keys = k_trunk[None]  # a population of one on one device: the state has one member and no padding
     one_device = jax.local_devices()[:1]
     prepared = prepare(trunk_keys, model, data, config, devices=one_device)
-    state, done, last, trunk_states = prepared.state, 0, None, {}
+    state, done, trunk_states = prepared.state, 0, {}
     for k in ks:
         if k > done:
-            last = fit(trunk_keys, model, data, config.replace(epochs=k - done), start=state, devices=one_device,
-                       checkpoint=where(f"trunk-{k}"), checkpoint_every=checkpoint_every)
-            state, done = last.state, k
+            state = fit(trunk_keys, model, data, config.replace(epochs=k - done), start=state, devices=one_device,
+                        checkpoint=where(f"trunk-{k}"), checkpoint_every=checkpoint_every).state
+            done = k
         trunk_states[k] = jax.tree.map(lambda a: np.asarray(a[0]) if not _is_key(a) else a[0], state)
 
     keys = jnp.concatenate([jax.random.split(jax.random.fold_in(k_children, k), children) for k in ks])
@@ -120,7 +118,7 @@ def spawn(key, model, data, config: TrainConfig, *, epochs=(0, 1, 2, 4), childre
     result = fit(keys, model, data, config.replace(epochs=config.epochs - ks[0]), start=start, metrics=metrics,
                  devices=devices, checkpoint=where("children"), checkpoint_every=checkpoint_every, progress=progress)
     trunk = {k: _network(from_compute_layout(prepared.spec, s.params), s.model_state) for k, s in trunk_states.items()}
-    return Spawned(ks, trunk, result, np.repeat(np.asarray(ks), children), last)
+    return Spawned(ks, trunk, result, np.repeat(np.asarray(ks), children))
 
 
 def _network(params, model_state):
