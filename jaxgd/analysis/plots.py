@@ -64,13 +64,8 @@ def weights_image(w: np.ndarray, image_shape: tuple[int, ...] | None, path: str 
     """
     w = np.asarray(w)
     n_in, n_hidden = w.shape
-    if image_shape is None or int(np.prod(image_shape)) != n_in:
-        side = math.isqrt(n_in)
-        image_shape = (side, side) if side * side == n_in else (1, n_in)
-    if len(image_shape) == 1:  # a signal such as MNIST-1D's: one row
-        image_shape = (1, n_in)
-    hw = tuple(image_shape[:2])
-    channels = int(np.prod(image_shape[2:])) if len(image_shape) > 2 else 1
+    hw = _image_shape(n_in, image_shape)
+    channels = n_in // (hw[0] * hw[1])
     shown = min(n_hidden, 64)
     cols = min(8, shown)
     rows = math.ceil(shown / cols)
@@ -87,6 +82,47 @@ def weights_image(w: np.ndarray, image_shape: tuple[int, ...] | None, path: str 
     fig.colorbar(drawn, ax=axes.ravel().tolist(), shrink=0.8, label="weight")
     fig.suptitle(title + (f" (first {shown} of {n_hidden})" if shown < n_hidden else ""), fontsize=9)
     save_figure(fig, path)
+
+
+def weights_across_seeds(ws: np.ndarray, image_shape: tuple[int, ...] | None, path: str | os.PathLike,
+                         title: str = "first-layer weights across seeds", max_units: int = 32) -> None:
+    """The lesson's picture for many seeds: row ``s`` shows the first-layer weights of seed ``s``, one small image
+    per hidden unit (column), on one symmetric colour scale.
+
+    ``ws`` is ``(seeds, n_in, n_hidden)``, each seed's units already aligned to the first seed's
+    (:func:`jaxgd.landscape.align`), so that a column holds the units that play the same part in every seed and a
+    feature that recurs across seeds shows as a column of alike images.
+    """
+    ws = np.asarray(ws)
+    seeds, n_in, n_hidden = ws.shape
+    hw = _image_shape(n_in, image_shape)
+    shown = min(n_hidden, max_units)
+    fig, axes = plt.subplots(seeds, shown, figsize=(0.55 * shown + 1.4, 0.55 * seeds + 0.9), squeeze=False)
+    images = ws[:, :, :shown].reshape(seeds, *hw, -1, shown).mean(axis=-2)  # colour inputs: channel mean
+    lim = float(np.max(np.abs(images))) or 1.0
+    drawn = None
+    for s in range(seeds):
+        for j in range(shown):
+            ax = axes[s, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            drawn = ax.imshow(images[s, ..., j], cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest",
+                              aspect="auto" if hw[0] == 1 else "equal")
+            if s == 0:
+                ax.set_title(str(j), fontsize=6)
+        axes[s, 0].set_ylabel(f"seed {s}", fontsize=6, rotation=0, ha="right", va="center")
+    fig.colorbar(drawn, ax=axes.ravel().tolist(), shrink=0.6, label="weight")
+    fig.suptitle(title + (f" (first {shown} of {n_hidden} units)" if shown < n_hidden else ""), fontsize=9)
+    save_figure(fig, path)
+
+
+def _image_shape(n_in: int, image_shape) -> tuple[int, int]:
+    """How ``n_in`` input weights are drawn: the input's height and width, a square, or one row (a signal such as
+    MNIST-1D's)."""
+    if image_shape is not None and int(np.prod(image_shape)) == n_in:
+        return (1, n_in) if len(image_shape) == 1 else tuple(image_shape[:2])
+    side = math.isqrt(n_in)
+    return (side, side) if side * side == n_in else (1, n_in)
 
 
 def sweep_figure(groups: dict, path: str | os.PathLike, title: str = "") -> None:

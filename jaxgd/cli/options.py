@@ -141,6 +141,7 @@ def augmentation(text: str) -> str:
 
 
 def metric_names(text: str) -> tuple[str, ...]:
+    import jaxgd.landscape  # noqa: F401  (registers "sharpness")
     from jaxgd.training.metrics import NAMED
 
     names = tuple(p.strip() for p in text.split(",") if p.strip())

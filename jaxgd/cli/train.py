@@ -26,7 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     from jaxgd.activations import hidden_activations
     from jaxgd.costs import COSTS
     from jaxgd.mlp import INITIALISERS
-    from jaxgd.training.config import MATMUL_PRECISIONS, OPTIMIZERS, TrainConfig
+    from jaxgd.training.config import EVAL_UNITS, MATMUL_PRECISIONS, OPTIMIZERS, TrainConfig
     from jaxgd.training.optim import SCHEDULES
 
     t = sub.add_parser("train", help="train a network (default: the lesson's, on the embedded digits)",
@@ -69,12 +69,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--init", choices=tuple(INITIALISERS), default=None,
                    help="weight initialiser (default: the model's own, normal for the MLP, he for the CNN)")
     t.add_argument("--seed", type=int, default=0, help="the network's key: its initialisation and data order")
-    t.add_argument("--eval-every", type=opt.positive(int), default=1, help="evaluate every N epochs")
+    t.add_argument("--eval-every", type=opt.positive(int), default=1, help="evaluate every N epochs (or steps)")
+    t.add_argument("--eval-unit", choices=EVAL_UNITS, default="epochs", dest="eval_unit",
+                   help="what --eval-every counts: epochs, or optimizer steps (full batch; with minibatches a "
+                        "multiple of the steps of an epoch)")
     t.add_argument("--target-accuracy", type=opt.fraction, default=None, help="stop at this training accuracy")
     t.add_argument("--validation", type=int, default=0, help="hold out N training examples for validation")
     t.add_argument("--gradient", choices=("autodiff", "backprop"), default="autodiff",
                    help="jax.grad or the MLP's hand-written backprop")
-    t.add_argument("--metrics", type=opt.metric_names, default=(), help="extra metrics, e.g. grad_norm")
+    t.add_argument("--metrics", type=opt.metric_names, default=(),
+                   help="extra metrics, e.g. grad_norm or sharpness (the top Hessian eigenvalue, at every evaluation)")
     t.add_argument("--log", choices=("tensorboard", "wandb"), action="append", default=[],
                    help="also log the curves as TensorBoard event files (OUT/tensorboard) or to W&B; "
                         "OUT/metrics.csv is always written")
@@ -130,7 +134,7 @@ def command(args) -> int:
     config = TrainConfig(cost=args.cost, optimizer=args.optimizer, learning_rate=first["lr"],
                          batch_size=args.batch_size, epochs=args.epochs, init=args.init, momentum=first["momentum"],
                          weight_decay=first["weight_decay"], schedule=args.schedule,
-                         target_accuracy=args.target_accuracy, eval_every=args.eval_every,
+                         target_accuracy=args.target_accuracy, eval_every=args.eval_every, eval_unit=args.eval_unit,
                          gradient=args.gradient, matmul_precision=args.matmul_precision, augment=args.augment)
     config.validate(data.n_train)
     if args.gradient == "backprop":

@@ -8,7 +8,12 @@
   weight matching finds the permutation (Ainsworth, Hayase & Srinivasa, "Git Re-Basin", ICLR 2023,
   arXiv 2209.04836; Entezari et al. 2022, arXiv 2110.06296).
 - :func:`sharpness` (:mod:`~jaxgd.landscape.curvature`): the largest Hessian eigenvalue, by power
-  iteration on Hessian-vector products, never forming the Hessian (Keskar et al. 2017, arXiv 1609.04836).
+  iteration on Hessian-vector products, never forming the Hessian (Keskar et al. 2017, arXiv 1609.04836);
+  :func:`sharpness_metric` (:mod:`~jaxgd.landscape.metrics`) measures it inside training, at every
+  evaluation (``fit(..., metrics=["sharpness"])``; Cohen et al. 2021, arXiv 2103.00065).
+- :func:`spawn` (:mod:`~jaxgd.landscape.spawning`): children trained from one trunk's state at several
+  epochs with their own data orders, as one population: the barrier between them is the trunk's
+  instability (Frankle et al. 2020, arXiv 1912.05671).
 
 They work for any model (:mod:`jaxgd.models`); inputs ``x`` are given as the model takes
 them, ``(n, *input_shape)`` (an MLP or a CNN also takes flat rows). ``align`` needs the
@@ -17,5 +22,8 @@ model's ``permutation_spec()`` (``MLP`` and ``CNN`` have one).
 from jaxgd.landscape.alignment import align, permute, permute_hidden
 from jaxgd.landscape.curvature import sharpness
 from jaxgd.landscape.lines import barrier, interpolate
+from jaxgd.landscape.metrics import sharpness_metric
+from jaxgd.landscape.spawning import Spawned, spawn
 
-__all__ = ["interpolate", "barrier", "align", "permute", "permute_hidden", "sharpness"]
+__all__ = ["interpolate", "barrier", "align", "permute", "permute_hidden", "sharpness", "sharpness_metric", "spawn",
+           "Spawned"]

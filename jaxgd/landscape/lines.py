@@ -74,6 +74,9 @@ def _line(model, cost, params_a, params_b, x, y, stats_x, num):
 def barrier(model, cost, params_a, params_b, x, y, num: int = 25, *, stats_x=None) -> jax.Array:
     """The loss barrier: the highest cost on the segment minus the mean of the two endpoints' costs (for a
     stateful model, with the statistics recomputed at every point, the endpoints included)."""
-    line = interpolate(model, cost, params_a, params_b, x, y, num, stats_x=stats_x)
-    c = line["cost"]
-    return jnp.max(c) - 0.5 * (c[0] + c[-1])
+    return rise(interpolate(model, cost, params_a, params_b, x, y, num, stats_x=stats_x)["cost"])
+
+
+def rise(values):
+    """How far ``values`` along a line (a cost, an error) rise above the mean of its two ends: the barrier."""
+    return jnp.max(values) - 0.5 * (values[0] + values[-1])

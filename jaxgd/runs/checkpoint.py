@@ -56,22 +56,22 @@ def _is_key(leaf) -> bool:
     return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def _keyless(state):
+def keyless(state):
     """The state with typed keys (the data-order key, the noise key) as raw key data."""
     return jax.tree.map(lambda a: jax.random.key_data(a) if _is_key(a) else a, state)
 
 
 def _host_state(state) -> Any:
     """The state with typed keys as raw key data, as NumPy arrays."""
-    return jax.tree.map(np.asarray, _keyless(state))
+    return jax.tree.map(np.asarray, keyless(state))
 
 
 def _layout(state) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """The stored name, shape and dtype of each state leaf, without copying the state."""
-    keyless = _keyless(state)
+    raw = keyless(state)
     dtype = lambda leaf: np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype  # noqa: E731
     return {f"state{name}": (tuple(np.shape(leaf)), dtype(leaf))
-            for name, leaf in zip(_leaf_names(keyless), jax.tree.leaves(keyless))}
+            for name, leaf in zip(_leaf_names(raw), jax.tree.leaves(raw))}
 
 
 def _checksum(meta: dict, arrays: dict[str, np.ndarray]) -> str:
@@ -231,8 +231,8 @@ def load(path: str | os.PathLike, like, *, fingerprint: dict) -> dict:
       ``{"state", "epochs_done", "finished", "history", "initial", "diverged", "diverged_epoch"}``.
     """
     meta, arrays = read(path, like, fingerprint=fingerprint)
-    keyless = _keyless(like)
-    state = jax.tree.unflatten(jax.tree.structure(keyless), [arrays[f"state{n}"] for n in _leaf_names(keyless)])
+    raw = keyless(like)
+    state = jax.tree.unflatten(jax.tree.structure(raw), [arrays[f"state{n}"] for n in _leaf_names(raw)])
     state = jax.tree.map(lambda a, ref: jax.random.wrap_key_data(a) if _is_key(ref) else a, state, like)
     section = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     return {"state": state, "epochs_done": meta["epochs_done"], "finished": meta["finished"],

@@ -27,7 +27,7 @@ def _rows(history: dict, initial: dict | None):
     if initial:
         yield 0, initial
     for i, epoch in enumerate(np.asarray(history.get("epoch", []))):
-        yield int(epoch), {k: np.asarray(v)[..., i] for k, v in history.items() if k != "epoch"}
+        yield int(epoch), {k: np.asarray(v)[..., i] for k, v in history.items() if k not in ("epoch", "step")}
 
 
 class CSVLogger:

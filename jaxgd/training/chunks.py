@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgd.training.progress import AXES
 from jaxgd.training.result import FitResult
 
 
@@ -27,9 +28,9 @@ def fit_in_chunks(run, keys, member, conditions, max_members, checkpoint) -> Fit
     keep = [min(max_members, members - lo) for lo in range(0, members, max_members)]
     cat = lambda *xs: np.concatenate([np.asarray(x)[:k] for x, k in zip(xs, keep)])  # noqa: E731
     epochs = max(r.epochs_run for r in results)
-    history = {"epoch": max((r.history["epoch"] for r in results), key=len)}
+    history = {axis: max((r.history[axis] for r in results), key=len) for axis in AXES if axis in results[0].history}
     for name in results[0].history:
-        if name != "epoch":
+        if name not in AXES:
             history[name] = cat(*[pad_history(r.history[name], len(history["epoch"])) for r in results])
     params = jax.tree.map(lambda *xs: jnp.concatenate([x[:k] for x, k in zip(xs, keep)]),
                           *[r.params for r in results])

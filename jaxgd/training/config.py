@@ -18,6 +18,8 @@ from jaxgd.training.optim import NAMED, SCHEDULES, build, check_learning_rate, r
 OPTIMIZERS = tuple(NAMED)
 DATA_ORDERS = ("per_seed", "shared")
 GRADIENTS = ("autodiff", "backprop")
+#: ``TrainConfig.eval_unit`` choices: what ``eval_every`` counts.
+EVAL_UNITS = ("epochs", "steps")
 #: ``TrainConfig.matmul_precision`` choices, JAX's names (``jax.default_matmul_precision``).
 MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
 #: Default ``TrainConfig.matmul_precision``: float32 products on every platform.
@@ -78,8 +80,12 @@ class TrainConfig:
         (e.g. an optax schedule built with init value 1). The learning rate at a step is
         each member's base rate times the factor.
       target_accuracy: stop once the training accuracy reaches this (checked at evaluations).
-      eval_every: evaluate every this many epochs; a chunk of this many epochs runs as one
-        compiled program.
+      eval_every: evaluate every this many epochs (or optimizer steps, see ``eval_unit``); a chunk
+        of that many epochs runs as one compiled program.
+      eval_unit: what ``eval_every`` counts: ``"epochs"`` (default) or ``"steps"`` (optimizer
+        steps), so that full-batch gradient descent, one step per epoch, can be sampled at evenly
+        spaced steps. With minibatches an evaluation falls at the end of an epoch, so ``"steps"``
+        needs ``eval_every`` to be a multiple of the steps of an epoch (refused otherwise).
       data_order: for populations, ``"per_seed"`` (each member shuffles on its own)
         or ``"shared"`` (all members see the same minibatches; seeds differ only in
         initialisation).
@@ -114,6 +120,7 @@ class TrainConfig:
     schedule: Union[str, Callable, None] = None
     target_accuracy: float | None = None
     eval_every: int = 1
+    eval_unit: str = "epochs"
     data_order: str = "per_seed"
     data_seed: int = 0
     gradient: str = "autodiff"
@@ -168,6 +175,7 @@ class TrainConfig:
         if self.init is not None:
             choice("init", tuple(INITIALISERS))
         choice("data_order", DATA_ORDERS)
+        choice("eval_unit", EVAL_UNITS)
         choice("gradient", GRADIENTS)
         choice("matmul_precision", MATMUL_PRECISIONS)
         if self.schedule is not None and not callable(self.schedule):
@@ -214,9 +222,18 @@ class TrainConfig:
                 raise InvalidArgument("The training set is empty.")
             if self.batch_size is not None and self.batch_size > n_train:
                 raise InvalidArgument(f"batch_size={self.batch_size} is larger than the {n_train} training examples.")
-            steps = self.epochs * (1 if self.batch_size is None else n_train // self.batch_size)
+            per_epoch = 1 if self.batch_size is None else n_train // self.batch_size
+            steps = self.epochs * per_epoch
             if steps >= MAX_STEPS:
                 raise InvalidArgument(f"epochs={self.epochs} makes {steps:,} optimizer steps; a run counts its steps in "
                                       f"32-bit integers (as optax does), so at most {MAX_STEPS - 1:,} fit: use fewer "
                                       "epochs, or train in several runs.")
+            if self.eval_unit == "steps" and self.eval_every % per_epoch:
+                raise InvalidArgument(f"eval_every={self.eval_every} steps falls inside an epoch of {per_epoch} steps: "
+                                      "an evaluation ends an epoch, so use full-batch gradient descent (batch_size=None, "
+                                      f"--batch-size full) or a multiple of {per_epoch} steps.")
         return self
+
+    def eval_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs between evaluations (``eval_every`` in epochs, or its steps in whole epochs)."""
+        return self.eval_every if self.eval_unit == "epochs" else max(1, self.eval_every // steps_per_epoch)

@@ -117,7 +117,19 @@ def evaluate_params(params, member: dict, data: dict, model_state=None, *, spec:
         for name, metric in spec.metrics:
             if metric.kind == "gradient":
                 out[name] = jnp.asarray(metric.fn(grads))
+    for name, metric in spec.metrics:
+        if metric.kind == "landscape":
+            out[name] = landscape_metric(metric, public, member, data, model_state, spec=spec)
     return out
+
+
+def landscape_metric(metric, params, member: dict, data: dict, model_state=None, *, spec: Spec) -> jax.Array:
+    """A landscape metric (:func:`jaxgd.training.metrics.of_landscape`) of one network in the model's layout, on
+    the metric's first training examples in the model's input shape; a stateful model as ``(params, state)``."""
+    n = data["y_train"].shape[-1] if metric.examples is None else min(metric.examples, data["y_train"].shape[-1])
+    x, y = rows(data, spec, member["condition"], "train", jnp.arange(n))
+    network = (params, model_state) if spec.stateful else params
+    return jnp.asarray(metric.fn(spec.model, spec.cost, network, x.reshape((n,) + spec.input_shape), y))
 
 
 def _eval_logits(spec: Spec, model_state):

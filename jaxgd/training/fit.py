@@ -26,10 +26,10 @@ from jaxgd.training import evaluation, loop, resume
 from jaxgd.training.chunks import fit_in_chunks
 from jaxgd.training.config import TrainConfig
 from jaxgd.training.memory import check_memory
-from jaxgd.training.progress import Progress, ProgressBar
+from jaxgd.training.progress import AXES, Progress, ProgressBar
 from jaxgd.training.result import FitResult
 from jaxgd.training.spec import Spec, from_compute_layout
-from jaxgd.training.state import TrainState, init_state
+from jaxgd.training.state import TrainState, init_state, start_from
 from jaxgd.training.validation import Plan, plan
 
 
@@ -37,7 +37,7 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
         learning_rates=None, conditions=None, metrics=None, devices=None, max_members: int | None = None,
         checkpoint=None, checkpoint_every: int = 1, progress: bool = False,
         callback: Callable[[int, dict], None] | None = None, record_examples: bool = False,
-        loggers: list | None = None) -> FitResult:
+        loggers: list | None = None, start: TrainState | None = None) -> FitResult:
     """Trains ``model`` on ``data`` by gradient descent.
 
     Args:
@@ -76,6 +76,11 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
       record_examples: keep, inside the compiled program, each training example's learned-at
         epoch and forgetting events at every evaluation (``FitResult.examples``; Arpit et al.
         2017, Toneva et al. 2019). Evaluate every epoch (``eval_every=1``) for epoch resolution.
+      start: a :class:`TrainState` to continue from instead of initialising the networks (a
+        ``FitResult.state`` of the same model and optimizer trained on one device, or
+        :func:`jaxgd.training.state.branch`'s copies of one network): parameters, optimizer buffers,
+        step, data-order and noise keys and model state as given, this run's hyperparameters
+        (:func:`jaxgd.training.state.start_from`). ``key`` then only names the run (its fingerprint).
 
     Returns:
       A :class:`FitResult`.
@@ -93,11 +98,14 @@ def fit(key, model, data: Dataset, config: TrainConfig = TrainConfig(), *, hyper
     if run.members is None and (is_stateful(run.model) or config.augment):
         return _alone_as_one_member(run, data, config, metrics=metrics, devices=devices, checkpoint=checkpoint,
                                     checkpoint_every=checkpoint_every, progress=progress, callback=callback,
-                                    record_examples=record_examples, loggers=loggers)
+                                    record_examples=record_examples, loggers=loggers,
+                                    start=None if start is None else jax.tree.map(lambda a: a[None], start))
     train = functools.partial(_train, run=run, data=data, config=config, devices=devices, progress=progress,
-                              callback=callback, checkpoint_every=checkpoint_every, started=started,
+                              callback=callback, checkpoint_every=checkpoint_every, started=started, start=start,
                               data_fields=None if checkpoint is None else resume.data_fingerprint(data, conditions))
     if max_members is not None and max_members < run.members:
+        if start is not None:
+            raise InvalidArgument("start= continues the whole population in one program; leave out max_members.")
         result = fit_in_chunks(functools.partial(train, loggers=[]), run.key, run.member, conditions, max_members,
                                checkpoint)
         for logger in loggers:  # the chunks' curves, once they are all there
@@ -130,7 +138,7 @@ class _OneMember:
         self.logger = logger
 
     def start(self, history, initial):
-        self.logger.start({k: v if k == "epoch" else np.asarray(v)[0] for k, v in history.items()},
+        self.logger.start({k: v if k in AXES else np.asarray(v)[0] for k, v in history.items()},
                           None if initial is None else _squeeze(initial))
 
     def log(self, epoch, metrics):
@@ -141,16 +149,17 @@ class _OneMember:
 
 
 def _train(key, *, member, conditions, checkpoint_file, run: Plan, data, config, devices, progress, callback,
-           checkpoint_every, data_fields, loggers, started) -> FitResult:
+           checkpoint_every, data_fields, loggers, started, start=None) -> FitResult:
     """Trains the members ``key`` (all of ``run``'s, or a chunk of them) from their checkpoint, if any."""
     members = int(key.shape[0]) if key.ndim == 1 else None
-    state, arrays, spec = setup(key, member, conditions, run.make_spec, data, config, devices)
-    done = Progress.start(members)
+    state, arrays, spec = setup(key, member, conditions, run.make_spec, data, config, devices, start)
+    done = Progress.start(members, spec.steps_per_epoch)
     if checkpoint_file is not None:
-        fp = resume.fingerprint(key, run.model, config, member, data_fields, run.metrics, spec.record_examples)
+        fp = resume.fingerprint(key, run.model, config, member, data_fields, run.metrics, spec.record_examples,
+                                None if start is None else state)
         restored = resume.restore(checkpoint_file, state, fp, run.model, config, run.metrics)
         if restored is not None:
-            state, done = restored["state"], Progress.restored(restored)
+            state, done = restored["state"], Progress.restored(restored, spec.steps_per_epoch)
     hp_host = {k: np.asarray(v) for k, v in {**member["hyperparams"], **member.get("regularizers", {})}.items()}
     state, member, arrays, spec = sharding.place(state, member, arrays, spec=spec, devices=devices)
     host = functools.partial(_host, members=members)
@@ -213,8 +222,9 @@ def _final_params(spec: Spec | None, params, members: int | None):
     return params
 
 
-def setup(key, member: dict, conditions, make_spec, data: Dataset, config: TrainConfig, devices):
-    """The initial state and the data arrays of a run, and its spec (before placement on devices)."""
+def setup(key, member: dict, conditions, make_spec, data: Dataset, config: TrainConfig, devices, start=None):
+    """The initial state (``start``'s, if given) and the data arrays of a run, and its spec (before placement on
+    devices)."""
     members = int(key.shape[0]) if key.ndim == 1 else None
     spec = make_spec(members=members, devices=_devices(devices) if members is not None else 1)
     arrays = data.arrays()
@@ -223,7 +233,8 @@ def setup(key, member: dict, conditions, make_spec, data: Dataset, config: Train
     if conditions is not None:
         arrays.update({k: np.asarray(v, arrays[k].dtype) for k, v in conditions.arrays.items()})
     check_memory(key, spec, member, arrays, config, devices)
-    return init_state(key, spec, member["hyperparams"], config.data_seed), arrays, spec
+    state = init_state(key, spec, member["hyperparams"], config.data_seed)
+    return (state if start is None else start_from(state, start)), arrays, spec
 
 
 def _devices(devices) -> int:

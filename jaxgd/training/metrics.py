@@ -1,13 +1,20 @@
 """What is measured at each evaluation: cost and accuracy on every split, the parameter norm, and your metrics.
 
-A metric is a function, of one of three kinds:
+A metric is a function, of one of four kinds:
 
 - per example, ``fn(logits, y) -> (batch,)``: averaged over each split like the cost,
   recorded as ``{split}_{name}`` (``train_margin``, ``test_margin``);
 - of the parameters, ``fn(params) -> scalar``: recorded as ``name``;
 - of the gradient of the cost over the whole training split, ``fn(grads) -> scalar``
   (:data:`grad_norm` is one): recorded as ``name``. It costs a backward pass over the
-  training set per evaluation.
+  training set per evaluation;
+- of the landscape around the network, ``fn(model, cost, params, x, y) -> scalar`` with the
+  signature of :mod:`jaxgd.landscape`'s functions (:func:`jaxgd.landscape.sharpness` is one):
+  ``x, y`` are the metric's first ``examples`` training examples (``x`` in the model's input shape),
+  ``params`` the network in the model's own layout (a stateful model's ``(params, state)`` pair,
+  measured in evaluation mode). Recorded as ``name``. :func:`of_landscape` makes one;
+  ``"sharpness"`` (:data:`NAMED`, registered by :mod:`jaxgd.landscape.metrics`) is the top Hessian
+  eigenvalue of the training cost.
 
 A plain function is read by its arity (two arguments: per example; one: of the
 parameters); :func:`per_example`, :func:`of_params` and :func:`of_gradient` say it
@@ -24,13 +31,14 @@ import optax
 from jaxgd.errors import InvalidArgument, InvalidType
 
 
-KINDS = ("example", "params", "gradient")
+KINDS = ("example", "params", "gradient", "landscape")
 SPLITS = ("train", "test", "val")
 
 
 class Metric(NamedTuple):
     kind: str  # one of KINDS
     fn: Callable
+    examples: int | None = None  # landscape metrics: the first this many training examples (None: all)
 
 
 def per_example(fn: Callable) -> Metric:
@@ -48,14 +56,29 @@ def of_gradient(fn: Callable) -> Metric:
     return Metric("gradient", fn)
 
 
+def of_landscape(fn: Callable, examples: int | None = 1000) -> Metric:
+    """A metric ``fn(model, cost, params, x, y) -> scalar`` of the cost landscape around the network, measured on
+    the first ``examples`` training examples (``None``: all of them); see the module docstring."""
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
+        raise InvalidArgument(f"A landscape metric's examples must be a positive integer (or None), got {examples!r}.")
+    return Metric("landscape", fn, examples)
+
+
 #: The norm of the gradient of the cost over the whole training split (``optax.tree.norm``).
 grad_norm = of_gradient(optax.tree.norm)
 
-#: Metrics by name (``--metrics``).
+#: Metrics by name (``--metrics``); the layers above add theirs with :func:`register` (``"sharpness"``).
 NAMED = {"grad_norm": grad_norm}
 
 #: Names the built-in measurements use: a metric may not take them.
-RESERVED = ("epoch", "param_norm", "cost", "accuracy")
+RESERVED = ("epoch", "step", "param_norm", "cost", "accuracy")
+
+
+def register(name: str, metric: Metric) -> None:
+    """Makes ``metric`` available by ``name`` (``fit(..., metrics=[name])``, ``--metrics name``)."""
+    if not isinstance(metric, Metric) or metric.kind not in KINDS:
+        raise InvalidType(f"register takes a jaxgd.training.metrics.Metric, got {metric!r:.80}.")
+    NAMED[name] = as_metric(name, metric)
 
 
 def as_metric(name: str, value) -> Metric:

@@ -14,6 +14,9 @@ from tqdm.auto import tqdm
 
 from jaxgd.training.config import TrainConfig
 
+#: History entries shared by every member: when each evaluation happened, ``(E,)``; every other entry is ``([S,] E)``.
+AXES = ("epoch", "step")
+
 
 def stack(rows: list[dict]) -> dict[str, np.ndarray]:
     """Evaluation rows to history arrays, the evaluations on the last axis."""
@@ -38,9 +41,10 @@ class Progress:
     Attributes:
       epochs_done: epochs trained.
       finished: no more epochs to train (all done, every member diverged, or the target accuracy reached).
-      rows: one dict of metrics per evaluation, ``{"epoch", "train_cost", ...}``.
+      rows: one dict of metrics per evaluation, ``{"epoch", "step", "train_cost", ...}``.
       initial: the metrics before training (None until measured).
       diverged: which members diverged; ``diverged_epoch`` the evaluation at which they did (-1: not).
+      steps_per_epoch: optimizer steps per epoch (the ``step`` of each evaluation, ``eval_unit="steps"``).
     """
 
     epochs_done: int
@@ -49,19 +53,22 @@ class Progress:
     initial: dict | None
     diverged: np.ndarray
     diverged_epoch: np.ndarray
+    steps_per_epoch: int = 1
 
     @classmethod
-    def start(cls, members: int | None) -> "Progress":
+    def start(cls, members: int | None, steps_per_epoch: int = 1) -> "Progress":
         shape = (members,) if members is not None else ()
-        return cls(0, False, [], None, np.zeros(shape, bool), np.full(shape, -1))
+        return cls(0, False, [], None, np.zeros(shape, bool), np.full(shape, -1), steps_per_epoch)
 
     @classmethod
-    def restored(cls, checkpoint: dict) -> "Progress":
+    def restored(cls, checkpoint: dict, steps_per_epoch: int = 1) -> "Progress":
         """The progress a checkpoint (:func:`jaxgd.runs.checkpoint.load`) recorded."""
-        history = checkpoint["history"]
+        history = dict(checkpoint["history"])
+        if "epoch" in history and "step" not in history:  # written before histories had steps
+            history["step"] = np.asarray(history["epoch"]) * steps_per_epoch
         rows = [{k: v[..., i] for k, v in history.items()} for i in range(len(history.get("epoch", ())))]
         return cls(checkpoint["epochs_done"], checkpoint["finished"], rows, checkpoint["initial"],
-                   np.asarray(checkpoint["diverged"]), np.asarray(checkpoint["diverged_epoch"]))
+                   np.asarray(checkpoint["diverged"]), np.asarray(checkpoint["diverged_epoch"]), steps_per_epoch)
 
     @property
     def history(self) -> dict[str, np.ndarray]:
@@ -70,7 +77,7 @@ class Progress:
     def next_chunk(self, config: TrainConfig, checkpoint_every: int | None) -> tuple[int, bool]:
         """``(epochs, evaluate)``: how many epochs the next compiled chunk trains (up to the next evaluation or
         checkpoint), and whether it ends with an evaluation."""
-        done, every = self.epochs_done, config.eval_every
+        done, every = self.epochs_done, config.eval_epochs(self.steps_per_epoch)
         next_eval = min(config.epochs, (done // every + 1) * every)
         next_save = (done // checkpoint_every + 1) * checkpoint_every if checkpoint_every else next_eval
         n = min(next_eval, next_save) - done
@@ -82,7 +89,8 @@ class Progress:
 
     def evaluated(self, metrics: dict, config: TrainConfig) -> None:
         """Records an evaluation after :meth:`trained`: its row, the members that diverged, whether training ends."""
-        self.rows.append({"epoch": np.asarray(self.epochs_done), **metrics})
+        self.rows.append({"epoch": np.asarray(self.epochs_done),
+                          "step": np.asarray(self.epochs_done * self.steps_per_epoch), **metrics})
         bad = diverging(metrics, self.initial, config) & ~self.diverged
         self.diverged_epoch = np.where(bad, self.epochs_done, self.diverged_epoch)
         self.diverged = self.diverged | bad

@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxgd.errors import InvalidArgument
 from jaxgd.training.config import TrainConfig
+from jaxgd.training.progress import AXES
 from jaxgd.training.state import TrainState
 
 
@@ -19,9 +20,9 @@ class FitResult:
     Attributes:
       params: trained parameters in the model's own layout, with a leading member axis
         ``(S, ...)`` on every leaf for a population.
-      history: ``{"epoch": (E,), "train_cost": ([S,] E), "train_accuracy", "test_cost",
+      history: ``{"epoch": (E,), "step": (E,), "train_cost": ([S,] E), "train_accuracy", "test_cost",
         "test_accuracy"[, "val_cost", "val_accuracy"], "param_norm", <your metrics>}`` —
-        one entry per evaluation.
+        one entry per evaluation; ``step`` counts the optimizer steps of this run at each.
       initial: the same metrics before training (``([S],)`` each).
       diverged: ``([S],)`` bool (see ``TrainConfig.divergence_factor``).
       diverged_epoch: ``([S],)`` int, the first evaluation epoch at which it diverged, or -1.
@@ -73,7 +74,7 @@ class FitResult:
         if not -self.num_members <= i < self.num_members:
             raise IndexError(f"member {i} of a population of {self.num_members}.")
         take = lambda tree: jax.tree.map(lambda a: np.asarray(a)[i] if np.ndim(a) else a, tree)  # noqa: E731
-        history = {k: (v if k == "epoch" else np.asarray(v)[i]) for k, v in self.history.items()}
+        history = {k: (v if k in AXES else np.asarray(v)[i]) for k, v in self.history.items()}
         return dataclasses.replace(self, params=jax.tree.map(lambda a: a[i], self.params), history=history,
                                    initial=take(self.initial), diverged=np.asarray(self.diverged)[i],
                                    diverged_epoch=np.asarray(self.diverged_epoch)[i], num_members=None,

@@ -42,16 +42,20 @@ def _flat(prefix: str, value, out: dict) -> dict:
 
 
 def fingerprint(key, model, config: TrainConfig, member: dict, data_fields: dict, metric_list=(),
-                record_examples: bool = False) -> dict:
-    """Everything that determines a run's numbers, field by field (hashes for arrays, records for functions)."""
+                record_examples: bool = False, start: TrainState | None = None) -> dict:
+    """Everything that determines a run's numbers, field by field (hashes for arrays, records for functions); a
+    run started from a given state (``fit(..., start=)``) by that state's hash too."""
     fields = _flat("model", describe(model), {})
     _flat("train", config.to_dict(), fields)
     fields.update(data_fields)
     fields.update({"members": None if key.ndim == 0 else int(key.shape[0]), "keys": digest(jax.random.key_data(key)),
                    "conditions.index": digest(member["condition"])})
     fields.update({f"hyperparams.{k}": digest(v) for k, v in sorted(member["hyperparams"].items())})
-    fields.update({f"metrics.{name}": [m.kind, describe_or_none(m.fn)[0]] for name, m in metric_list})
+    fields.update({f"metrics.{name}": [m.kind, describe_or_none(m.fn)[0]] + ([m.examples] if m.examples else [])
+                   for name, m in metric_list})
     fields["record_examples"] = bool(record_examples)
+    if start is not None:
+        fields["start"] = digest(*jax.tree.leaves(ckpt.keyless(start)))
     return fields
 
 

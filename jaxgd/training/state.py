@@ -83,3 +83,52 @@ def init_state(key: jax.Array, spec, hyperparams: dict, data_seed: int = 0) -> T
     if spec.shared_order:
         state = state._replace(data_key=jax.random.key(data_seed))
     return state
+
+
+def start_from(fresh: TrainState, start: TrainState) -> TrainState:
+    """``start`` as a run's initial state, checked against the state the run would make itself (``fresh``).
+
+    The parameters, optimizer buffers, step, data-order and noise keys and model state are ``start``'s;
+    the hyperparameters held in the optimizer state are the run's own (``fresh``'s), and so is the
+    per-example record (``record_examples`` starts anew). ``start`` must be in the run's compute layout
+    (:func:`jaxgd.training.spec.to_compute_layout`), as ``FitResult.state`` and :func:`branch` are.
+    """
+    if not isinstance(start, TrainState):
+        raise InvalidType(f"start must be a jaxgd.TrainState (a FitResult's state, or jaxgd.training.state.branch's "
+                          f"copies of one), got {type(start).__name__}.")
+    start = start._replace(opt_state=_with_hyperparams(start.opt_state, fresh.opt_state), examples=fresh.examples)
+    expected = [(tuple(np.shape(a)), a.dtype) for a in jax.tree.leaves(fresh)]
+    given = [(tuple(np.shape(a)), a.dtype) for a in jax.tree.leaves(start)]
+    if jax.tree.structure(start) != jax.tree.structure(fresh) or given != expected:
+        wrong = next(((g, e) for g, e in zip(given, expected) if g != e), None)
+        detail = "" if wrong is None else f": a leaf {wrong[0][0]} {wrong[0][1]} where the run has {wrong[1][0]} {wrong[1][1]}"
+        raise InvalidArgument("start is not a state of this run (its model, optimizer, population size and data order "
+                              f"must match, with one entry per member and a member axis for a population){detail}.")
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), start)  # fit donates its state: never the caller's arrays
+
+
+def _with_hyperparams(opt_state, fresh):
+    hyperparams = getattr(fresh, "hyperparams", None)
+    if hyperparams is None or not hasattr(opt_state, "_replace") or not hasattr(opt_state, "hyperparams"):
+        return opt_state
+    return opt_state._replace(hyperparams=hyperparams)
+
+
+def branch(state: TrainState, keys: jax.Array) -> TrainState:
+    """Copies of one network's state, one per key: children that start as that network and differ only in their data
+    order (and dropout, augmentation) from then on.
+
+    Each copy keeps the parameters, optimizer buffers, step and model state, and takes the data-order key (and
+    noise key) a new network of its key would have (:func:`init_state`). ``state`` is one network's (no member
+    axis); the copies carry a leading member axis, ready for ``fit(keys, ..., start=branch(state, keys))``.
+    """
+    keys = as_key(keys)
+    if keys.ndim != 1:
+        raise InvalidArgument(f"branch takes a vector of keys, one per copy, got shape {keys.shape}.")
+    if np.ndim(state.step) != 0:
+        raise InvalidArgument("branch copies one network's state (no member axis); take a member out first.")
+    tile = lambda a: jnp.broadcast_to(jnp.asarray(a), (keys.shape[0],) + np.shape(a))  # noqa: E731
+    copies = jax.tree.map(tile, state._replace(data_key=None, noise_key=None))
+    data_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
+    noise = None if state.noise_key is None else jax.vmap(lambda k: jax.random.fold_in(k, NOISE))(keys)
+    return copies._replace(data_key=data_keys, noise_key=noise)
