@@ -1,0 +1,50 @@
+"""What ``jaxgd rerun`` compares: two runs' result files, wall-clock fields aside, and their provenance."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: Fields of a run's files that record when and how long, not what: left out of comparisons.
+WALL_CLOCK_FIELDS = ("wall_seconds", "first_epoch_seconds", "environment")
+
+#: Environment fields whose differences ``jaxgd rerun`` reports beside its verdict.
+PROVENANCE = ("jaxgd", "jax", "jaxlib", "optax", "numpy", "python", "backend", "device_kind", "device_count", "x64",
+              "XLA_FLAGS")
+
+
+def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz",)) -> list[str]:
+    """Differences between two run directories' result files, wall-clock fields aside (empty if none)."""
+    import numpy as np
+
+    def strip(obj):
+        return {k: v for k, v in obj.items() if k not in WALL_CLOCK_FIELDS} if isinstance(obj, dict) else obj
+
+    a, b = Path(a), Path(b)
+    diffs = []
+    for name in files:
+        x, y = (strip(json.loads((d / name).read_text())) for d in (a, b))
+        for key in sorted(set(x) | set(y)):
+            if x.get(key) != y.get(key):
+                diffs.append(f"{name}: {key} differs")
+    for name in arrays:
+        with np.load(a / name, allow_pickle=False) as fa, np.load(b / name, allow_pickle=False) as fb:
+            for key in sorted(set(fa.files) | set(fb.files)):
+                if key not in fa.files or key not in fb.files or fa[key].tobytes() != fb[key].tobytes():
+                    diffs.append(f"{name}: {key} differs")
+    return diffs
+
+
+def provenance_differences(a: Path, b: Path) -> list[str]:
+    """Versions, platform and data that differ between two runs' records (``metrics.json``, ``config.json``)."""
+    out = []
+    try:
+        env_a, env_b = (json.loads((Path(d) / "metrics.json").read_text()).get("environment", {}) for d in (a, b))
+        conf_a, conf_b = (json.loads((Path(d) / "config.json").read_text()) for d in (a, b))
+    except (OSError, ValueError):
+        return ["the runs' records could not be read"]
+    for field in PROVENANCE:
+        if env_a.get(field) != env_b.get(field):
+            out.append(f"{field} was {env_a.get(field)!r}, now {env_b.get(field)!r}")
+    if conf_a.get("data_digest") != conf_b.get("data_digest"):
+        out.append(f"the data differ: digest {conf_a.get('data_digest')} recorded, {conf_b.get('data_digest')} now")
+    return out

@@ -1,0 +1,55 @@
+"""A finished ``jaxgd train`` run read back from its directory: ``jaxgd.load_run(DIR)``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jaxgd.errors import RunDirError
+from jaxgd.runs.rundir import CONFIG, verify
+
+
+class Run:
+    """A finished run read back from its directory (:func:`load_run`).
+
+    Attributes:
+      path: the directory.
+      config: ``config.json`` (the options, the training config, the model's record, the data's hash).
+      metrics: ``metrics.json`` (final metrics, history, environment).
+      history: ``metrics.json``'s history as NumPy arrays, the evaluations on the last axis.
+      model: the model, rebuilt from its record (``jaxgd.MLP`` and ``jaxgd.models.CNN``; ``None`` for others).
+      params: ``params.npz``, in the model's layout (a leading member axis for a population).
+    """
+
+    def __init__(self, path, config, metrics, model, params):
+        import numpy as np
+
+        self.path, self.config, self.metrics, self.model, self.params = Path(path), config, metrics, model, params
+        self.history = {k: np.asarray(v, dtype=float if k != "epoch" else int)
+                        for k, v in metrics.get("history", {}).items()}
+
+    def __repr__(self):
+        return f"Run({str(self.path)!r}, model={self.model!r}, epochs={self.metrics.get('epochs')})"
+
+
+def load_run(path, *, like=None, check: bool = True) -> Run:
+    """Reads a finished ``jaxgd train`` run back: its config, model, parameters and history.
+
+    Args:
+      path: the run's directory.
+      like: parameters of the model's structure (``model.init(key)``), for models that cannot be rebuilt
+        from their record (Flax, Equinox, your own); an MLP's and a CNN's are rebuilt by name.
+      check: refuse a directory that does not :func:`verify` (changed files, an unfinished run).
+    """
+    from jaxgd.io.files import load_params
+    from jaxgd.models import from_record
+
+    path = Path(path)
+    if check:
+        problems = verify(path)
+        if problems:
+            raise RunDirError(f"{path} cannot be read back: {problems[0]}.")
+    config = json.loads((path / CONFIG).read_text())
+    metrics = json.loads((path / "metrics.json").read_text())
+    model = from_record(config.get("model"))
+    params = load_params(path / "params.npz", like)
+    return Run(path, config, metrics, model, params)
