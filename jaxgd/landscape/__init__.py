@@ -9,13 +9,19 @@
   arXiv 2209.04836; Entezari et al. 2022, arXiv 2110.06296).
 - :func:`sharpness` (:mod:`~jaxgd.landscape.curvature`): the largest Hessian eigenvalue, by power
   iteration on Hessian-vector products, never forming the Hessian (Keskar et al. 2017, arXiv 1609.04836).
+- :func:`critical_sample_ratio` (:mod:`~jaxgd.landscape.critical`): the fraction of examples with a
+  differently classified input within an L-infinity box of radius r, found by projected sign-gradient
+  ascent (Arpit et al. 2017, arXiv 1706.05394, Section 4); :func:`critical_sample_metric` measures it
+  inside training, for every member of a population.
 
 They work for any model (:mod:`jaxgd.models`); inputs ``x`` are given as the model takes
 them, ``(n, *input_shape)`` (an MLP or a CNN also takes flat rows). ``align`` needs the
 model's ``permutation_spec()`` (``MLP`` and ``CNN`` have one).
 """
 from jaxgd.landscape.alignment import align, permute, permute_hidden
+from jaxgd.landscape.critical import critical_sample_metric, critical_sample_ratio, critical_samples
 from jaxgd.landscape.curvature import sharpness
 from jaxgd.landscape.lines import barrier, interpolate
 
-__all__ = ["interpolate", "barrier", "align", "permute", "permute_hidden", "sharpness"]
+__all__ = ["interpolate", "barrier", "align", "permute", "permute_hidden", "sharpness", "critical_samples",
+           "critical_sample_ratio", "critical_sample_metric"]

@@ -1,18 +1,27 @@
 """What is measured at each evaluation: cost and accuracy on every split, the parameter norm, and your metrics.
 
-A metric is a function, of one of three kinds:
+A metric is a function, of one of four kinds:
 
 - per example, ``fn(logits, y) -> (batch,)``: averaged over each split like the cost,
   recorded as ``{split}_{name}`` (``train_margin``, ``test_margin``);
 - of the parameters, ``fn(params) -> scalar``: recorded as ``name``;
 - of the gradient of the cost over the whole training split, ``fn(grads) -> scalar``
   (:data:`grad_norm` is one): recorded as ``name``. It costs a backward pass over the
-  training set per evaluation.
+  training set per evaluation;
+- of the network around its inputs, ``fn(logits_fn, x, y) -> (batch,)``, where
+  ``logits_fn(x)`` evaluates this member (a stateful model in evaluation mode: running
+  statistics, no dropout) on inputs ``x`` laid out as the split stores them, flat rows
+  ``(batch, input_dim)``: ``fn`` may evaluate the network at other inputs and differentiate
+  it with respect to them (an adversarial search, the sensitivity to the input). Averaged
+  over the first ``examples`` examples of each split in ``splits`` (a fixed subset: such a
+  metric costs several passes of the network), recorded as ``{split}_{name}``.
+  :func:`jaxgd.landscape.critical_sample_ratio` is one.
 
 A plain function is read by its arity (two arguments: per example; one: of the
-parameters); :func:`per_example`, :func:`of_params` and :func:`of_gradient` say it
-explicitly. Metrics are computed inside the compiled evaluation, for every member of a
-population, and appear in ``history``, ``metrics.json``, the callback and the progress bar.
+parameters); :func:`per_example`, :func:`of_params`, :func:`of_gradient` and
+:func:`of_network` say it explicitly. Metrics are computed inside the compiled evaluation,
+for every member of a population, and appear in ``history``, ``metrics.json``, the callback
+and the progress bar.
 """
 from __future__ import annotations
 
@@ -22,15 +31,20 @@ from typing import Callable, NamedTuple
 import optax
 
 from jaxgd.errors import InvalidArgument, InvalidType
+from jaxgd.io.fingerprint import describe_or_none
 
 
-KINDS = ("example", "params", "gradient")
+KINDS = ("example", "params", "gradient", "network")
 SPLITS = ("train", "test", "val")
+#: The kinds measured on each split and recorded as ``{split}_{name}``; the others are one number, ``name``.
+PER_SPLIT = ("example", "network")
 
 
 class Metric(NamedTuple):
     kind: str  # one of KINDS
     fn: Callable
+    examples: int | None = None  # network metrics: the first this many examples of each split (None: all)
+    splits: tuple[str, ...] = SPLITS  # network metrics: the splits measured (those the data has)
 
 
 def per_example(fn: Callable) -> Metric:
@@ -46,6 +60,23 @@ def of_params(fn: Callable) -> Metric:
 def of_gradient(fn: Callable) -> Metric:
     """A metric ``fn(grads) -> scalar`` of the gradient of the cost over the whole training split."""
     return Metric("gradient", fn)
+
+
+def of_network(fn: Callable, *, examples: int | None = None, splits=SPLITS) -> Metric:
+    """A metric ``fn(logits_fn, x (batch, input_dim), y (batch,)) -> (batch,)`` of the network around its inputs,
+    averaged over the first ``examples`` examples (``None``: all) of each split in ``splits``."""
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
+        raise InvalidArgument(f"of_network's examples must be a positive integer or None, got {examples!r}.")
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not splits or any(s not in SPLITS for s in splits):
+        raise InvalidArgument(f"of_network's splits must be some of {', '.join(SPLITS)}, got {splits!r}.")
+    return Metric("network", fn, examples, splits)
+
+
+def record(metric: Metric) -> list:
+    """What identifies a metric in a run's fingerprint: its kind and function, and a network metric's subset."""
+    out = [metric.kind, describe_or_none(metric.fn)[0]]
+    return out + [metric.examples, list(metric.splits)] if metric.kind == "network" else out
 
 
 #: The norm of the gradient of the cost over the whole training split (``optax.tree.norm``).
@@ -83,7 +114,7 @@ def as_metric(name: str, value) -> Metric:
     if len(params) == 1:
         return of_params(value)
     raise InvalidType(f"Metric {name!r}: a function of (logits, y) or of (params) was expected; wrap it with "
-                    "jaxgd.training.metrics.per_example, of_params or of_gradient to say which.")
+                    "jaxgd.training.metrics.per_example, of_params, of_gradient or of_network to say which.")
 
 
 def resolve(metrics) -> tuple[tuple[str, Metric], ...]:
