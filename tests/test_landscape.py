@@ -73,3 +73,45 @@ def test_sharpness_vmaps_over_a_population(small_digits):
     x, y = jnp.asarray(small_digits.x_train), jnp.asarray(small_digits.y_train)
     values = jax.jit(jax.vmap(lambda p: sharpness(net, "quadratic", p, x, y, iters=20)))(pop.params)
     assert values.shape == (3,) and bool(jnp.all(jnp.isfinite(values)))
+
+
+def test_critical_samples_of_a_linear_classifier_are_those_within_r_of_its_boundary():
+    """Two classes, logits (w.x + b, 0): the box of radius r around x holds a differently classified input exactly
+    when the margin |w.x + b| is below r * ||w||_1 (the box's corner against sign(w) moves the logit by that)."""
+    from jaxgd.landscape import critical_sample_ratio, critical_samples
+
+    w, b = jnp.array([1.0, -2.0, 0.5]), 0.1
+    logits_fn = lambda x: jnp.stack([x @ w + b, jnp.zeros(x.shape[0])], axis=-1)  # noqa: E731
+    x = jax.random.uniform(jax.random.key(0), (400, 3), minval=-1, maxval=1)
+    radius = 0.2
+    margin = np.abs(np.asarray(x @ w + b))
+    expected = margin < radius * float(jnp.sum(jnp.abs(w)))
+    keep = np.abs(margin - radius * float(jnp.sum(jnp.abs(w)))) > 1e-3  # no example on the edge of the box
+    found = np.asarray(critical_samples(logits_fn, x, radius, steps=5))
+    assert 0.2 < expected.mean() < 0.8 and np.array_equal(found[keep], expected[keep])
+    assert float(critical_sample_ratio(logits_fn, x[keep], radius)) == pytest.approx(expected[keep].mean())
+    assert not np.any(np.asarray(critical_samples(logits_fn, x, radius, steps=1, step_size=1e-4)) & (margin > 1e-3))
+    with pytest.raises(ValueError, match="positive radius"):
+        critical_samples(logits_fn, x, 0.0)
+
+
+def test_the_critical_sample_ratio_is_measured_inside_training_for_every_member(small_digits):
+    """A network metric (of_network) sees each member in evaluation mode, on the first `examples` of its splits."""
+    from jaxgd.landscape import critical_sample_metric, critical_sample_ratio
+
+    net = jaxgd.CNN((8, 8, 1), 10, channels=(4,), batch_norm=True, dropout=0.0)
+    config = TrainConfig(cost="cross_entropy", optimizer="momentum", learning_rate=0.05, batch_size=32, epochs=2)
+    metric = critical_sample_metric(0.1, steps=4, examples=50, splits=("train", "test"))
+    pop = fit(jax.random.split(jax.random.key(0), 2), net, small_digits, config, metrics={"csr": metric},
+              hyperparams={"dropout": np.array([0.0, 0.5])})
+    h = pop.history
+    assert h["train_csr"].shape == (2, 2) and h["test_csr"].shape == (2, 2) and "csr" not in h
+    for i in range(2):
+        params, state = jax.tree.map(lambda a: a[i], (pop.params, pop.model_state))
+        for split in ("train", "test"):
+            x = jnp.asarray(getattr(small_digits, f"x_{split}")[:50])
+            direct = critical_sample_ratio(lambda v: net.apply(params, state, v.reshape(-1, 8, 8, 1))[0], x, 0.1,
+                                           steps=4)
+            assert h[f"{split}_csr"][i, -1] == pytest.approx(float(direct), abs=1e-6)
+    with pytest.raises(ValueError, match="splits must be some of"):
+        jaxgd.metrics.of_network(lambda f, x, y: x[:, 0], splits=("training",))

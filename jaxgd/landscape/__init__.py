@@ -14,16 +14,21 @@
 - :func:`spawn` (:mod:`~jaxgd.landscape.spawning`): children trained from one trunk's state at several
   epochs with their own data orders, as one population: the barrier between them is the trunk's
   instability (Frankle et al. 2020, arXiv 1912.05671).
+- :func:`critical_sample_ratio` (:mod:`~jaxgd.landscape.critical`): the fraction of examples with a
+  differently classified input within an L-infinity box of radius r, found by projected sign-gradient
+  ascent (Arpit et al. 2017, arXiv 1706.05394, Section 4); :func:`critical_sample_metric` measures it
+  inside training, for every member of a population.
 
 They work for any model (:mod:`jaxgd.models`); inputs ``x`` are given as the model takes
 them, ``(n, *input_shape)`` (an MLP or a CNN also takes flat rows). ``align`` needs the
 model's ``permutation_spec()`` (``MLP`` and ``CNN`` have one).
 """
 from jaxgd.landscape.alignment import align, permute, permute_hidden
+from jaxgd.landscape.critical import critical_sample_metric, critical_sample_ratio, critical_samples
 from jaxgd.landscape.curvature import sharpness
 from jaxgd.landscape.lines import barrier, interpolate
 from jaxgd.landscape.metrics import sharpness_metric
 from jaxgd.landscape.spawning import Spawned, spawn
 
 __all__ = ["interpolate", "barrier", "align", "permute", "permute_hidden", "sharpness", "sharpness_metric", "spawn",
-           "Spawned"]
+           "Spawned", "critical_samples", "critical_sample_ratio", "critical_sample_metric"]

@@ -22,6 +22,17 @@ from jaxgd.training.state import TrainState
 from jaxgd.training.step import forward_fn, rows
 
 
+def _chunks(n: int, chunk: int, dtype):
+    """The indices ``(chunks, chunk)`` of ``n`` examples read ``chunk`` at a time (the last chunk padded with
+    example 0) and the mask that leaves the padding out."""
+    chunk = min(chunk, n)
+    num_chunks = -(-n // chunk)
+    pad = num_chunks * chunk - n
+    idx = jnp.concatenate([jnp.arange(n), jnp.zeros(pad, jnp.int32)]).reshape(num_chunks, chunk)
+    mask = jnp.concatenate([jnp.ones(n, dtype), jnp.zeros(pad, dtype)]).reshape(num_chunks, chunk)
+    return idx, mask
+
+
 def evaluate_split(rows, n: int, dtype, chunk: int, logits_of: Callable, cost, output: str,
                    metrics: tuple = ()) -> dict:
     """Mean cost, accuracy and per-example metrics over ``n`` examples fetched by ``rows(indices) -> (x, y)``.
@@ -33,11 +44,7 @@ def evaluate_split(rows, n: int, dtype, chunk: int, logits_of: Callable, cost, o
     if n == 0:
         nan = jnp.array(jnp.nan, dtype)
         return {"cost": nan, "accuracy": nan, **{k: nan for k in names}}
-    chunk = min(chunk, n)
-    num_chunks = -(-n // chunk)
-    pad = num_chunks * chunk - n
-    idx = jnp.concatenate([jnp.arange(n), jnp.zeros(pad, jnp.int32)]).reshape(num_chunks, chunk)
-    mask = jnp.concatenate([jnp.ones(n, dtype), jnp.zeros(pad, dtype)]).reshape(num_chunks, chunk)
+    idx, mask = _chunks(n, chunk, dtype)
     fns = [m.fn for _, m in metrics if m.kind == "example"]
 
     def body(totals, inputs):
@@ -53,13 +60,25 @@ def evaluate_split(rows, n: int, dtype, chunk: int, logits_of: Callable, cost, o
     return dict(zip(["cost", "accuracy", *names], [t / n for t in totals]))
 
 
+def network_metric(rows, n: int, dtype, chunk: int, logits_of: Callable, fn: Callable) -> jax.Array:
+    """The mean over ``n`` examples fetched by ``rows(indices) -> (x, y)`` of a network metric
+    ``fn(logits_of, x, y) -> (batch,)`` (:func:`jaxgd.training.metrics.of_network`)."""
+    if n == 0:
+        return jnp.array(jnp.nan, dtype)
+    idx, mask = _chunks(n, chunk, dtype)
+
+    def body(total, inputs):
+        i, m = inputs
+        xb, yb = rows(i)
+        return total + jnp.sum(fn(logits_of, xb, yb).astype(dtype) * m), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((), dtype), (idx, mask))
+    return total / n
+
+
 def split_gradient(rows, n: int, dtype, chunk: int, loss_sum: Callable, params):
     """The gradient of the mean cost over ``n`` examples: chunk gradients of ``loss_sum(params, x, y, mask)`` summed."""
-    chunk = min(chunk, n)
-    num_chunks = -(-n // chunk)
-    pad = num_chunks * chunk - n
-    idx = jnp.concatenate([jnp.arange(n), jnp.zeros(pad, jnp.int32)]).reshape(num_chunks, chunk)
-    mask = jnp.concatenate([jnp.ones(n, dtype), jnp.zeros(pad, dtype)]).reshape(num_chunks, chunk)
+    idx, mask = _chunks(n, chunk, dtype)
     grad = jax.grad(loss_sum)
 
     def body(total, inputs):
@@ -91,18 +110,24 @@ def evaluate(model, cost, params, x, y, chunk: int = 4096, state=None):
 
 def evaluate_params(params, member: dict, data: dict, model_state=None, *, spec: Spec) -> dict[str, jax.Array]:
     """Cost, accuracy and the metrics of one network on every split present in ``data`` (a stateful model in
-    evaluation mode: running statistics, no dropout)."""
+    evaluation mode: running statistics, no dropout); a network metric on the first ``examples`` of the splits
+    it names."""
     public = from_compute_layout(spec, params)
     logits = _eval_logits(spec, model_state)
     out = {}
     for split in SPLITS:
         if f"x_{split}" not in data:
             continue
-        n = data[f"y_{split}"].shape[-1]
-        values = evaluate_split(lambda i, s=split: rows(data, spec, member["condition"], s, i), n,
-                                data[f"x_{split}"].dtype, spec.eval_batch_size, lambda xb: logits(public, xb),
-                                spec.cost, spec.output, spec.metrics)
+        n, dtype = data[f"y_{split}"].shape[-1], data[f"x_{split}"].dtype
+        fetch = lambda i, s=split: rows(data, spec, member["condition"], s, i)  # noqa: E731
+        logits_of = lambda xb: logits(public, xb)  # noqa: E731
+        values = evaluate_split(fetch, n, dtype, spec.eval_batch_size, logits_of, spec.cost, spec.output,
+                                spec.metrics)
         out.update({f"{split}_{k}": v for k, v in values.items()})
+        for name, metric in spec.metrics:
+            if metric.kind == "network" and split in metric.splits:
+                out[f"{split}_{name}"] = network_metric(fetch, min(n, metric.examples or n), dtype,
+                                                        spec.eval_batch_size, logits_of, metric.fn)
     out["param_norm"] = param_norm(params)
     for name, metric in spec.metrics:
         if metric.kind == "params":

@@ -26,6 +26,7 @@ from jaxgd.training import evaluation, loop, resume
 from jaxgd.training.chunks import fit_in_chunks
 from jaxgd.training.config import TrainConfig
 from jaxgd.training.memory import check_memory
+from jaxgd.training.metrics import PER_SPLIT
 from jaxgd.training.progress import AXES, Progress, ProgressBar
 from jaxgd.training.result import FitResult
 from jaxgd.training.spec import Spec, from_compute_layout
@@ -169,7 +170,7 @@ def _train(key, *, member, conditions, checkpoint_file, run: Plan, data, config,
             state = evaluation.compiled_record(state, member, arrays, spec=spec)
     name = "-".join(map(str, run.model.sizes)) if isinstance(run.model, MLP) else type(run.model).__name__
     bar = ProgressBar(name + (f" x{members} members" if members else ""), config.epochs, done.epochs_done,
-                      [n for n, m in run.metrics if m.kind != "example"], progress and distributed.is_writer())
+                      [n for n, m in run.metrics if m.kind not in PER_SPLIT], progress and distributed.is_writer())
     for logger in loggers:
         logger.start(done.history, done.initial)
     first_epoch_seconds = None

@@ -1,6 +1,6 @@
 """What is measured at each evaluation: cost and accuracy on every split, the parameter norm, and your metrics.
 
-A metric is a function, of one of four kinds:
+A metric is a function, of one of five kinds:
 
 - per example, ``fn(logits, y) -> (batch,)``: averaged over each split like the cost,
   recorded as ``{split}_{name}`` (``train_margin``, ``test_margin``);
@@ -8,6 +8,14 @@ A metric is a function, of one of four kinds:
 - of the gradient of the cost over the whole training split, ``fn(grads) -> scalar``
   (:data:`grad_norm` is one): recorded as ``name``. It costs a backward pass over the
   training set per evaluation;
+- of the network around its inputs, ``fn(logits_fn, x, y) -> (batch,)``, where
+  ``logits_fn(x)`` evaluates this member (a stateful model in evaluation mode: running
+  statistics, no dropout) on inputs ``x`` laid out as the split stores them, flat rows
+  ``(batch, input_dim)``: ``fn`` may evaluate the network at other inputs and differentiate
+  it with respect to them (an adversarial search, the sensitivity to the input). Averaged
+  over the first ``examples`` examples of each split in ``splits`` (a fixed subset: such a
+  metric costs several passes of the network), recorded as ``{split}_{name}``.
+  :func:`jaxgd.landscape.critical_sample_ratio` is one;
 - of the landscape around the network, ``fn(model, cost, params, x, y) -> scalar`` with the
   signature of :mod:`jaxgd.landscape`'s functions (:func:`jaxgd.landscape.sharpness` is one):
   ``x, y`` are the metric's first ``examples`` training examples (``x`` in the model's input shape),
@@ -17,9 +25,10 @@ A metric is a function, of one of four kinds:
   eigenvalue of the training cost.
 
 A plain function is read by its arity (two arguments: per example; one: of the
-parameters); :func:`per_example`, :func:`of_params` and :func:`of_gradient` say it
-explicitly. Metrics are computed inside the compiled evaluation, for every member of a
-population, and appear in ``history``, ``metrics.json``, the callback and the progress bar.
+parameters); :func:`per_example`, :func:`of_params`, :func:`of_gradient`, :func:`of_network` and
+:func:`of_landscape` say it explicitly. Metrics are computed inside the compiled evaluation,
+for every member of a population, and appear in ``history``, ``metrics.json``, the callback
+and the progress bar.
 """
 from __future__ import annotations
 
@@ -29,16 +38,20 @@ from typing import Callable, NamedTuple
 import optax
 
 from jaxgd.errors import InvalidArgument, InvalidType
+from jaxgd.io.fingerprint import describe_or_none
 
 
-KINDS = ("example", "params", "gradient", "landscape")
+KINDS = ("example", "params", "gradient", "network", "landscape")
 SPLITS = ("train", "test", "val")
+#: The kinds measured on each split and recorded as ``{split}_{name}``; the others are one number, ``name``.
+PER_SPLIT = ("example", "network")
 
 
 class Metric(NamedTuple):
     kind: str  # one of KINDS
     fn: Callable
-    examples: int | None = None  # landscape metrics: the first this many training examples (None: all)
+    examples: int | None = None  # network and landscape metrics: the first this many examples (None: all)
+    splits: tuple[str, ...] = SPLITS  # network metrics: the splits measured (those the data has)
 
 
 def per_example(fn: Callable) -> Metric:
@@ -61,7 +74,26 @@ def of_landscape(fn: Callable, examples: int | None = 1000) -> Metric:
     the first ``examples`` training examples (``None``: all of them); see the module docstring."""
     if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
         raise InvalidArgument(f"A landscape metric's examples must be a positive integer (or None), got {examples!r}.")
-    return Metric("landscape", fn, examples)
+    return Metric("landscape", fn, examples, ("train",))
+
+
+def of_network(fn: Callable, *, examples: int | None = None, splits=SPLITS) -> Metric:
+    """A metric ``fn(logits_fn, x (batch, input_dim), y (batch,)) -> (batch,)`` of the network around its inputs,
+    averaged over the first ``examples`` examples (``None``: all) of each split in ``splits``."""
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 1):
+        raise InvalidArgument(f"of_network's examples must be a positive integer or None, got {examples!r}.")
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not splits or any(s not in SPLITS for s in splits):
+        raise InvalidArgument(f"of_network's splits must be some of {', '.join(SPLITS)}, got {splits!r}.")
+    return Metric("network", fn, examples, splits)
+
+
+def record(metric: Metric) -> list:
+    """What identifies a metric in a run's fingerprint: its kind and function, and a network or landscape metric's subset."""
+    out = [metric.kind, describe_or_none(metric.fn)[0]]
+    if metric.kind == "network":
+        return out + [metric.examples, list(metric.splits)]
+    return out + [metric.examples] if metric.kind == "landscape" and metric.examples else out
 
 
 #: The norm of the gradient of the cost over the whole training split (``optax.tree.norm``).
@@ -106,7 +138,7 @@ def as_metric(name: str, value) -> Metric:
     if len(params) == 1:
         return of_params(value)
     raise InvalidType(f"Metric {name!r}: a function of (logits, y) or of (params) was expected; wrap it with "
-                    "jaxgd.training.metrics.per_example, of_params or of_gradient to say which.")
+                    "jaxgd.training.metrics.per_example, of_params, of_gradient or of_network to say which.")
 
 
 def resolve(metrics) -> tuple[tuple[str, Metric], ...]:

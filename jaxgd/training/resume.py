@@ -19,6 +19,7 @@ from jaxgd.models import describe
 from jaxgd.parallel import distributed
 from jaxgd.runs import checkpoint as ckpt
 from jaxgd.training.config import TrainConfig
+from jaxgd.training.metrics import record as metric_record
 from jaxgd.training.state import TrainState
 
 
@@ -51,8 +52,7 @@ def fingerprint(key, model, config: TrainConfig, member: dict, data_fields: dict
     fields.update({"members": None if key.ndim == 0 else int(key.shape[0]), "keys": digest(jax.random.key_data(key)),
                    "conditions.index": digest(member["condition"])})
     fields.update({f"hyperparams.{k}": digest(v) for k, v in sorted(member["hyperparams"].items())})
-    fields.update({f"metrics.{name}": [m.kind, describe_or_none(m.fn)[0]] + ([m.examples] if m.examples else [])
-                   for name, m in metric_list})
+    fields.update({f"metrics.{name}": metric_record(m) for name, m in metric_list})
     fields["record_examples"] = bool(record_examples)
     if start is not None:
         fields["start"] = digest(*jax.tree.leaves(ckpt.keyless(start)))
