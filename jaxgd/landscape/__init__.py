@@ -11,6 +11,10 @@
   iteration on Hessian-vector products, never forming the Hessian (Keskar et al. 2017, arXiv 1609.04836);
   :func:`sharpness_metric` (:mod:`~jaxgd.landscape.metrics`) measures it inside training, at every
   evaluation (``fit(..., metrics=["sharpness"])``; Cohen et al. 2021, arXiv 2103.00065).
+- :func:`hessian_eigenvalues`, :func:`hessian_trace`, :func:`hessian_density` (:mod:`~jaxgd.landscape.spectra`):
+  the top eigenvalues by Lanczos, the trace by Hutchinson's estimator and the spectral density by stochastic
+  Lanczos quadrature, whole or per layer, for one network or (``jax.vmap``) a population (PyHessian's three
+  measurements, Yao et al. 2020, arXiv 1912.07145; Ghorbani et al. 2019, arXiv 1901.10159).
 - :func:`spawn` (:mod:`~jaxgd.landscape.spawning`): children trained from one trunk's state at several
   epochs with their own data orders, as one population: the barrier between them is the trunk's
   instability (Frankle et al. 2020, arXiv 1912.05671).
@@ -29,6 +33,8 @@ from jaxgd.landscape.curvature import sharpness
 from jaxgd.landscape.lines import barrier, interpolate
 from jaxgd.landscape.metrics import sharpness_metric
 from jaxgd.landscape.spawning import Spawned, spawn
+from jaxgd.landscape.spectra import block_names, hessian_density, hessian_eigenvalues, hessian_trace
 
 __all__ = ["interpolate", "barrier", "align", "permute", "permute_hidden", "sharpness", "sharpness_metric", "spawn",
-           "Spawned", "critical_samples", "critical_sample_ratio", "critical_sample_metric"]
+           "Spawned", "critical_samples", "critical_sample_ratio", "critical_sample_metric", "hessian_eigenvalues",
+           "hessian_trace", "hessian_density", "block_names"]
