@@ -296,13 +296,16 @@ def _max_pool(x: jax.Array, p: int) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _safe_max_pool(x: jax.Array, p: int) -> jax.Array:
-    """:func:`_max_pool` whose derivative never divides by zero.
+    """:func:`_max_pool` whose derivative always reaches the window's largest element.
 
-    The derivative of a ``max`` is shared among the window's elements equal to its maximum, as JAX's own
-    is. After batch norm the pooled values are ``z * a + c``, which an unoptimized XLA program may
-    compute twice, once with a fused multiply-add and once without: then no element may equal the
-    maximum, and JAX's rule divides 0 by 0. Here such a window passes no derivative instead. (A JVP
-    rule: reverse mode transposes it, and Hessian-vector products differentiate it again.)
+    After batch norm the pooled values are ``z * a + c``, which an unoptimized XLA program may compute
+    twice, once with a fused multiply-add and once without: then no element may equal the maximum
+    computed apart, and JAX's rule (the derivative shared among the elements equal to the maximum)
+    divides 0 by 0, while sharing among "equal" elements only would drop the window's derivative and
+    change second derivatives with the program. Here the derivative goes to the first largest element
+    of the window, chosen by ``argmax`` from the one array of values (exact ties, the only case where
+    this differs from JAX's sharing, do not occur after a normalisation of real data). A JVP rule:
+    reverse mode transposes it, and Hessian-vector products differentiate it again.
     """
     return _max_pool(x, p)
 
@@ -315,12 +318,13 @@ def _safe_max_pool_jvp(p, primals, tangents):
         return x, t
     blocks, reduce, crop = w
     out = _safe_max_pool(x, p)  # differentiated again (a Hessian-vector product) by this rule, not JAX's
-    at = [slice(None)] * blocks.ndim
-    for a in reduce:
-        at[a] = None
-    mask = jax.lax.stop_gradient((blocks == out[tuple(at)]).astype(x.dtype))
-    tangent = jnp.sum(t[crop].reshape(blocks.shape) * mask, axis=reduce) / jnp.maximum(jnp.sum(mask, axis=reduce), 1)
-    return out, tangent
+    rest = [a for a in range(blocks.ndim) if a not in reduce]
+    order = rest + list(reduce)
+    moved = jnp.transpose(jax.lax.stop_gradient(blocks), order)
+    flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
+    mask = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=x.dtype).reshape(moved.shape)
+    mask = jnp.transpose(mask, tuple(sorted(range(len(order)), key=order.__getitem__)))
+    return out, jnp.sum(t[crop].reshape(blocks.shape) * mask, axis=reduce)
 
 
 def _normalized_pool(z: jax.Array, p: dict, s: dict, train: bool, momentum: float, pool: int):

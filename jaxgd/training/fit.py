@@ -158,7 +158,7 @@ def _train(key, *, member, conditions, checkpoint_file, run: Plan, data, config,
     if checkpoint_file is not None:
         fp = resume.fingerprint(key, run.model, config, member, data_fields, run.metrics, spec.record_examples,
                                 None if start is None else state)
-        restored = resume.restore(checkpoint_file, state, fp, run.model, config, run.metrics)
+        restored = resume.restore(checkpoint_file, state, fp, run.model, config, run.metrics, spec.steps_per_epoch)
         if restored is not None:
             state, done = restored["state"], Progress.restored(restored, spec.steps_per_epoch)
     hp_host = {k: np.asarray(v) for k, v in {**member["hyperparams"], **member.get("regularizers", {})}.items()}

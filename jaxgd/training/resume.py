@@ -85,7 +85,8 @@ def load_checkpoint(path: Path, like: TrainState, fp: dict) -> dict:
         return ckpt.load(local, like, fingerprint=fp)
 
 
-def restore(path: Path, like: TrainState, fp: dict, model, config: TrainConfig, metric_list) -> dict | None:
+def restore(path: Path, like: TrainState, fp: dict, model, config: TrainConfig, metric_list,
+            steps_per_epoch: int = 1) -> dict | None:
     """The checkpoint at ``path`` if there is one (see :func:`load_checkpoint`), else None. A run with a part
     that cannot be recorded by value is refused: it could not be checked against the checkpoint."""
     distributed.agree("run (its configuration, keys and data)", fp)
@@ -100,13 +101,15 @@ def restore(path: Path, like: TrainState, fp: dict, model, config: TrainConfig, 
             "arrays and other such functions (activations: jaxgd.register_activation), or start a new run in "
             "another directory.")
     restored = load_checkpoint(path, like, fp)
-    check_progress(path, restored, config, None if like.step.ndim == 0 else int(like.step.shape[0]))
+    check_progress(path, restored, config, None if like.step.ndim == 0 else int(like.step.shape[0]), steps_per_epoch)
     return restored
 
 
-def check_progress(path: Path, restored: dict, config: TrainConfig, members: int | None) -> None:
+def check_progress(path: Path, restored: dict, config: TrainConfig, members: int | None,
+                   steps_per_epoch: int = 1) -> None:
     """Refuses, naming the field, a checkpoint whose progress disagrees with the run (its checksum can match a
-    forged file): epochs within the run's, flags of the members' shape, one history entry per evaluation."""
+    forged file): epochs within the run's, flags of the members' shape, one history entry per evaluation (its
+    epoch and step, and every metric per member)."""
     def bad(field, why):
         return CheckpointError(f"The checkpoint {path} is inconsistent: its {field} {why}; delete it to start the "
                                "run again.")
@@ -124,18 +127,22 @@ def check_progress(path: Path, restored: dict, config: TrainConfig, members: int
         raise bad("diverged_epoch", "disagrees with diverged or with epochs_done")
     if finished and done < config.epochs and not (np.all(diverged) or config.target_accuracy is not None):
         raise bad("finished", f"is true at epoch {done} of {config.epochs}, with members still training")
-    evaluated = [e for e in range(config.eval_every, done + 1, config.eval_every)]
-    if done == config.epochs and done % config.eval_every:
+    every = config.eval_epochs(steps_per_epoch)
+    evaluated = [e for e in range(every, done + 1, every)]
+    if done == config.epochs and done % every:
         evaluated.append(done)
     history = restored["history"]
     if evaluated and "epoch" not in history:
-        raise bad("history", f"is empty after {done} epochs (evaluated every {config.eval_every})")
+        raise bad("history", f"is empty after {done} epochs (evaluated every {every})")
     if history:
         got = np.asarray(history["epoch"])
         if got.ndim != 1 or list(got) != evaluated:
             raise bad("history.epoch", f"is {got.tolist()[:8]}, not the evaluations {evaluated[:8]} of {done} epochs")
+        steps = np.asarray(history.get("step", got * steps_per_epoch))
+        if steps.shape != got.shape or np.any(steps != got * steps_per_epoch):
+            raise bad("history.step", f"is {steps.tolist()[:8]}, not {(got * steps_per_epoch).tolist()[:8]}")
         for name, values in history.items():
-            if name != "epoch" and np.shape(values) != shape + got.shape:
+            if name not in ("epoch", "step") and np.shape(values) != shape + got.shape:
                 raise bad(f"history.{name}", f"has shape {list(np.shape(values))}, not {list(shape + got.shape)}")
     for name, values in (restored["initial"] or {}).items():
         if np.shape(values) != shape:
