@@ -145,7 +145,10 @@ def test_a_run_killed_at_every_phase_boundary_finishes_with_resume(tmp_path, kin
     run_cli = main if kind == "train" else cli  # one network does not depend on the device count
     whole = tmp_path / "whole"
     assert run_cli([*argv, "--out", str(whole)]) == 0
-    for i, moment in enumerate(MOMENTS):
+    # every moment for one network; for a sweep (each kill and resume a new process that compiles the population)
+    # a kill between its checkpoints and one in its commit
+    moments = list(MOMENTS) if kind == "train" else ["between checkpoints", "during the commit"]
+    for i, moment in enumerate(moments):
         run = tmp_path / f"run{i}"
         killed = driven(tmp_path, moment, [*argv, "--out", str(run)])
         assert killed.returncode == -9, (moment, killed.stderr[-2000:])
