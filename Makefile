@@ -34,9 +34,12 @@ PYTEST_WORKERS ?= 2
 test: install-test
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
+# PyHessian without its dependencies (numpy, torch): pip would otherwise fetch another torch when the CPU wheel is missing.
 bench: install
 	$(PIP) install --quiet -c $(CONSTRAINTS) 'torch==2.13.0' || echo "torch not installed: its peers will be skipped"
+	$(PIP) install --quiet --no-deps 'pyhessian==0.1' || echo "pyhessian not installed: its peer will be skipped"
 	$(BIN)/python -m benchmarks.train_speed
+	$(BIN)/python -m benchmarks.hessian_speed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

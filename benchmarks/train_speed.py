@@ -2,6 +2,7 @@
 
     python -m benchmarks.train_speed            # the full table (a few minutes on 2 CPU cores)
     python -m benchmarks.train_speed --quick    # a smoke run
+    python -m benchmarks.hessian_speed          # its sibling: Hessian spectra of 100 networks against PyHessian
 
 Every contender of a table trains the same network on the same 50,000 MNIST-shaped inputs,
 training alone (no evaluation), after a warm-up: the lesson's 784-16-16-10 sigmoid MLP with
@@ -453,6 +454,7 @@ def main(argv=None) -> int:
           f"jaxgd populations over {len(result['devices'])} device(s)\n")
     print(format_table(result))
     print(f"\nwrote {args.out} in {result['wall_seconds']:.0f} s")
+    print("Hessian spectra of 100 networks against PyHessian: python -m benchmarks.hessian_speed")
     return 0
 
 

@@ -1,6 +1,7 @@
 """The benchmark's contenders train the same network with the same math; its report is well formed."""
 import sys
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -148,3 +149,70 @@ def test_checks_read_the_targets_off_the_rows():
     assert out["1 seed, batch 10: x faster than pytorch eager"]["met"] is True
     assert out["100 seeds shared, batch 10: x faster than pytorch eager"]["met"] is False
     assert out["100 seeds shared, batch 10: x faster than torch.func ensemble"]["met"] is None
+
+
+def test_the_pyhessian_peer_measures_jaxgds_network_and_cost():
+    """The torch copy of a member computes jaxgd's outputs and quadratic cost, and PyHessian's Hessian-vector
+    products are jaxgd's."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("pyhessian")
+    from jax.flatten_util import ravel_pytree
+    from pyhessian import hessian
+
+    from benchmarks import hessian_speed
+    from benchmarks.peers import pyhessian_peer
+    from jaxgd.costs import cost_fn
+
+    net = jaxgd.MLP(hessian_speed.SIZES, activation=hessian_speed.ACTIVATION, output=hessian_speed.OUTPUT)
+    params = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x, y = rng.random((20, 64), dtype=np.float32), rng.integers(0, 10, 20).astype(np.int32)
+    model = pyhessian_peer.make_mlp(params, hessian_speed.ACTIVATION, hessian_speed.OUTPUT)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    with torch.no_grad():
+        np.testing.assert_allclose(model(xt).numpy(), net.predict(params, x), rtol=1e-5, atol=1e-6)
+        cost = float(pyhessian_peer.quadratic_cost()(model(xt), yt))
+    np.testing.assert_allclose(cost, cost_fn(net, "quadratic")(params, x, y), rtol=1e-5)
+    flat, unravel = ravel_pytree(params)
+    v = rng.standard_normal(flat.shape[0]).astype(np.float32)
+    grad = jax.grad(lambda q: cost_fn(net, "quadratic")(unravel(q), x, y))
+    ours = np.asarray(jax.jvp(grad, (flat,), (jnp.asarray(v),))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # backward(create_graph=True)'s reference-cycle warning
+        h = hessian(model, pyhessian_peer.quadratic_cost(), data=(xt, yt), cuda=False)
+    # torch's parameters, in its order (weight (out, in), bias, per layer) as jaxgd's pytree
+    vs = jax.tree.map(np.asarray, unravel(jnp.asarray(v)))
+    torch_v = [torch.from_numpy(np.array(a)) for layer in vs for a in (layer["w"].T, layer["b"])]
+    with pyhessian_peer.counting() as count:
+        theirs = sys.modules["pyhessian.hessian"].hessian_vector_product(h.gradsH, h.params, torch_v)
+    assert count[0] == 1
+    theirs_tree = [{"w": theirs[2 * i].detach().numpy().T, "b": theirs[2 * i + 1].detach().numpy()}
+                   for i in range(len(params))]
+    np.testing.assert_allclose(ravel_pytree(theirs_tree)[0], ours, rtol=2e-3, atol=1e-5 * np.abs(ours).max())
+    for p in model.parameters():
+        p.grad = None
+
+
+def test_the_hessian_benchmark_runs_and_reports():
+    """A smoke run: 2 networks; every row timed or skipped, every check read (PyHessian skipped without it)."""
+    from benchmarks import hessian_speed
+
+    result = hessian_speed.run(quick=True, members=2, chunk=1)
+    keys = [r["key"] for r in result["rows"]]
+    assert {"jaxgd_eigenvalue", "jaxgd_trace", "jaxgd_trace_plus", "jaxgd_density", "jaxgd_sharpness_one_vmap",
+            "jaxgd_eigenvalue_one_vmap"} <= set(keys)
+    for r in result["rows"]:
+        if r["key"].startswith("jaxgd"):
+            assert r["ms_per_network"] > 0 and r["compile_seconds"] > 0
+    assert len(result["checks"]) == 4
+    spectra = result["accuracy"]["eigenvalue"]["jaxgd"]
+    assert 0 <= spectra["median"] <= spectra["p90"] <= spectra["max"]
+    text = hessian_speed.format_table(result)
+    assert "top eigenvalue" in text and "density" in text and "x faster per network" in text
+
+
+def test_the_hessian_benchmark_skips_a_missing_pyhessian(monkeypatch):
+    from benchmarks import hessian_speed
+
+    monkeypatch.setitem(sys.modules, "pyhessian", None)
+    assert hessian_speed.peer_available() == "skipped (pyhessian not installed)"

@@ -6,7 +6,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import jaxgd
-from jaxgd.costs import cost_fn
+from jaxgd.costs import cost_fn, per_example_cost
 from jaxgd.landscape import block_names, hessian_density, hessian_eigenvalues, hessian_trace, sharpness
 
 NET = jaxgd.MLP((8, 6, 4), activation="tanh", output="softmax")  # 82 parameters
@@ -39,6 +39,24 @@ def test_top_eigenvalues_and_vectors_match_the_exact_hessian(x64):
     np.testing.assert_allclose(v @ hessian, np.asarray(values)[:, None] * v, atol=1e-6 * eig.max())
 
 
+def test_the_largest_eigenvalues_in_magnitude_keep_their_signs(x64):
+    """which="magnitude" orders the Ritz values from both ends by absolute value, as power iteration would
+    find them: on the Hessian and on its negative (the cost negated), whose largest in magnitude is negative."""
+    params, x, y, hessian, eig = problem()
+    negated = lambda logits, labels: -per_example_cost(COST, logits, labels)  # noqa: E731
+    for cost, spectrum in ((COST, eig), (negated, -eig)):
+        expected = spectrum[np.argsort(-np.abs(spectrum))][:3]
+        values, vectors = hessian_eigenvalues(NET, cost, params, x, y, k=3, steps=60, key=jax.random.key(1),
+                                              which="magnitude", vectors=True)
+        np.testing.assert_allclose(values, expected, rtol=1e-6)
+        h = hessian if cost == COST else -hessian
+        v = np.stack([ravel_pytree(jax.tree.map(lambda a: a[i], vectors))[0] for i in range(3)])
+        np.testing.assert_allclose(v @ h, np.asarray(values)[:, None] * v, atol=1e-6 * np.abs(eig).max())
+    top = hessian_eigenvalues(NET, negated, params, x, y, k=1, steps=60, key=jax.random.key(1))
+    np.testing.assert_allclose(top, [-eig[0]], rtol=1e-6)  # the default: the algebraically largest
+    assert float(top[0]) > 0 > float(expected[0])
+
+
 def test_a_whole_spectrum_through_lanczos_breakdowns(x64):
     """A linear model's Hessian has 3 distinct eigenvalues, so the Krylov space is invariant after 3 steps;
     restarts give all 10 eigenvalues, multiplicities included, and nothing is NaN."""
@@ -62,6 +80,24 @@ def test_trace_matches_the_exact_trace_within_its_standard_error(x64):
     expected = np.sqrt(2 * (np.sum(hessian ** 2) - np.sum(np.diag(hessian) ** 2)) / 2000)
     assert 0.8 * expected <= float(error) <= 1.25 * expected
     assert abs(float(trace) - exact) <= 4 * float(error)
+
+
+def test_hutch_plus_plus_is_unbiased_and_exact_when_the_sketch_spans_the_hessian(x64):
+    params, x, y, hessian, eig = problem()
+    exact = np.trace(hessian)
+    trace, error = hessian_trace(NET, COST, params, x, y, probes=90, key=jax.random.key(3), method="hutch++")
+    assert abs(float(trace) - exact) <= 4 * float(error)
+    _, plain = hessian_trace(NET, COST, params, x, y, probes=90, key=jax.random.key(3))
+    assert 0 < float(error) < 0.8 * float(plain)  # the largest eigenvalues deflated by a sketch of 30
+    # a linear model on 2 examples: a Hessian of rank 4, which a sketch of 5 vectors spans whole
+    net = jaxgd.MLP((4, 2), output="identity")
+    params = net.init(jax.random.key(0), dtype=jnp.float64)
+    x, y = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4))), jnp.array([0, 1])
+    hessian = exact_hessian(net, "quadratic", params, x, y)
+    assert np.linalg.matrix_rank(hessian) == 4
+    trace, error = hessian_trace(net, "quadratic", params, x, y, probes=15, key=jax.random.key(0), method="hutch++")
+    np.testing.assert_allclose(float(trace), np.trace(hessian), rtol=1e-10)
+    assert float(error) <= 1e-10 * np.trace(hessian)
 
 
 def test_density_integrates_to_one_over_the_whole_spectrum(x64):
@@ -144,8 +180,11 @@ def test_bad_arguments_are_refused_before_tracing():
         (lambda: hessian_eigenvalues(NET, COST, params, x, y, steps=40, key=key, blocks="layers"), "block '1'"),
         (lambda: hessian_eigenvalues(NET, COST, params, x, y, key=None), "key=None"),
         (lambda: hessian_eigenvalues(NET, COST, params, x, y, key=key, blocks="layer"), "blocks='layer'"),
+        (lambda: hessian_eigenvalues(NET, COST, params, x, y, key=key, which="smallest"), "which='smallest'"),
         (lambda: hessian_trace(NET, COST, params, x, y, probes=1, key=key), "probes=1"),
         (lambda: hessian_trace(NET, COST, params, x, y, key=key, batch_size=0), "batch_size=0"),
+        (lambda: hessian_trace(NET, COST, params, x, y, key=key, method="exact"), "method='exact'"),
+        (lambda: hessian_trace(NET, COST, params, x, y, probes=3, key=key, method="hutch++"), "probes=3"),
         (lambda: hessian_density(NET, COST, params, x, y, key=key, probes=0), "probes=0"),
         (lambda: hessian_density(NET, COST, params, x, y, key=key, steps=0), "steps=0"),
         (lambda: hessian_density(NET, COST, params, x, y, key=key, num_points=1), "num_points=1"),

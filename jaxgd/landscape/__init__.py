@@ -12,7 +12,7 @@
   :func:`sharpness_metric` (:mod:`~jaxgd.landscape.metrics`) measures it inside training, at every
   evaluation (``fit(..., metrics=["sharpness"])``; Cohen et al. 2021, arXiv 2103.00065).
 - :func:`hessian_eigenvalues`, :func:`hessian_trace`, :func:`hessian_density` (:mod:`~jaxgd.landscape.spectra`):
-  the top eigenvalues by Lanczos, the trace by Hutchinson's estimator and the spectral density by stochastic
+  the top eigenvalues by Lanczos, the trace by Hutchinson's estimator or Hutch++ and the spectral density by stochastic
   Lanczos quadrature, whole or per layer, for one network or (``jax.vmap``) a population (PyHessian's three
   measurements, Yao et al. 2020, arXiv 1912.07145; Ghorbani et al. 2019, arXiv 1901.10159).
 - :func:`spawn` (:mod:`~jaxgd.landscape.spawning`): children trained from one trunk's state at several
