@@ -55,7 +55,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -564,28 +563,16 @@ def run(quick: bool = False, members: int | None = None, chunk: int | None = CHU
 
 
 def machine() -> dict:
-    from jaxgd.io.environment import environment
+    """train_speed's description of the machine, with PyHessian's version."""
+    from benchmarks.train_speed import machine as described
 
-    env = environment()
-    env.update(cpu_count=os.cpu_count(), processor=platform.processor() or platform.machine())
-    try:
-        import torch
-
-        env["torch"] = torch.__version__
-        env["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        env["torch"] = None
+    env = described()
     try:
         from importlib.metadata import version
 
         env["pyhessian"] = version("pyhessian")
     except Exception:  # noqa: BLE001 -- not installed, or installed without metadata
         env["pyhessian"] = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            env["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        pass
     return env
 
 
