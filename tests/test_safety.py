@@ -145,10 +145,7 @@ def test_a_run_killed_at_every_phase_boundary_finishes_with_resume(tmp_path, kin
     run_cli = main if kind == "train" else cli  # one network does not depend on the device count
     whole = tmp_path / "whole"
     assert run_cli([*argv, "--out", str(whole)]) == 0
-    # every moment for one network; for a sweep (each kill and resume a new process that compiles the population)
-    # a kill between its checkpoints and one in its commit
-    moments = list(MOMENTS) if kind == "train" else ["between checkpoints", "during the commit"]
-    for i, moment in enumerate(moments):
+    for i, moment in enumerate(MOMENTS):
         run = tmp_path / f"run{i}"
         killed = driven(tmp_path, moment, [*argv, "--out", str(run)])
         assert killed.returncode == -9, (moment, killed.stderr[-2000:])
@@ -238,6 +235,55 @@ def test_a_lock_file_held_by_another_process_with_a_damaged_record_says_how_to_p
     assert "is in use by another process, whose record" in line and "choose another --out" in line
 
 
+@pytest.mark.parametrize("pid", ["live", -1])
+def test_a_lock_record_naming_a_live_process_or_an_impossible_pid_locks_nothing(tmp_path, capsys, pid):
+    import fcntl
+
+    pid = os.getpid() if pid == "live" else pid  # "live": a PID reused by a running process that is not a run
+    record = json.dumps({"pid": pid, "host": os.uname().nodename, "since": "earlier"})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).write_text(record)
+    assert main([*QUICK, "--out", str(run)]) == 0  # the record only names an owner; the OS lock decides
+    (run / LOCK).write_text(record)
+    with open(run / LOCK, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*QUICK, "--out", str(run), "--resume"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"is in use by process {pid} on {os.uname().nodename}" in line and "choose another --out" in line
+
+
+def test_close_removes_its_own_lock_file_and_leaves_one_that_replaced_it(tmp_path):
+    mine = RunDir(tmp_path / "mine").open("new", {"run": 1})
+    assert (tmp_path / "mine" / LOCK).exists()
+    mine.close()
+    assert not (tmp_path / "mine" / LOCK).exists()
+    run = RunDir(tmp_path / "run").open("new", {"run": 2})
+    other = tmp_path / "other-lock"
+    other.write_text('{"pid": 1, "host": "elsewhere"}')
+    os.replace(other, tmp_path / "run" / LOCK)  # the lock file is no longer the one this RunDir holds
+    run.close()
+    assert (tmp_path / "run" / LOCK).read_text() == '{"pid": 1, "host": "elsewhere"}'
+
+
+def test_a_run_on_a_shared_file_system_says_in_one_line_that_the_lock_may_not_hold_across_hosts(
+        tmp_path, capsys, monkeypatch):
+    from jaxgd.runs import rundir
+
+    if sys.platform == "linux":
+        assert isinstance(rundir.file_system(tmp_path), str)  # read from /proc/self/mountinfo
+    monkeypatch.setattr(rundir, "file_system", lambda path: "nfs")
+    with RunDir(tmp_path / "shared").open("new", {"run": 1}):
+        pass
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is on a nfs file system, where the lock may not exclude a process on another host" \
+        in err[0], err
+    monkeypatch.setattr(rundir, "file_system", lambda path: "ext4")
+    with RunDir(tmp_path / "local").open("new", {"run": 1}):
+        pass
+    assert capsys.readouterr().err == ""
+
+
 def test_a_lock_file_jaxgd_cannot_open_is_named_with_how_to_proceed(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
@@ -318,10 +364,22 @@ def test_rerun_reads_params_through_the_bounded_reader(tmp_path, capsys):
 def test_an_idx_file_larger_than_the_memory_available_is_refused_before_reading(tmp_path, monkeypatch):
     from jaxgd.data import idx
 
-    write_fake_idx_dir(tmp_path / "idx", n_train=60, n_test=20)
-    monkeypatch.setattr(idx, "host_available_bytes", lambda: 100_000)
-    with pytest.raises(DataError, match="needs .* GB once loaded"):
+    write_fake_idx_dir(tmp_path / "idx", n_train=60, n_test=20, gz=True)
+    images = tmp_path / "idx" / "train-images-idx3-ubyte.gz"
+    shape, dtype = idx.idx_header(images)
+    assert shape == (60, 28, 28) and idx.loaded_bytes(shape, dtype) == 60 * 28 * 28 * 9
+    read = []
+    monkeypatch.setattr(idx, "read_exact", lambda *a: read.append(a) or pytest.fail("a body was read"))
+    monkeypatch.setattr(idx, "host_available_bytes", lambda: 100_000)  # less than the training images need
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz claims a .* which needs .* GB once loaded"):
+        idx.read_idx(images)
+    # each file fits alone, the four together do not (the gzip IDX directory of the issue: 4 GB from 6.5 MB)
+    together = sum(idx.loaded_bytes(*idx.idx_header(p)) for p in idx.find_idx_files(tmp_path / "idx").values())
+    assert together > 500_000 > idx.loaded_bytes(shape, dtype)
+    monkeypatch.setattr(idx, "host_available_bytes", lambda: 500_000)
+    with pytest.raises(DataError, match=r"The IDX files of .*idx need .* GB together once loaded"):
         jaxgd.data.load("idx", data_dir=tmp_path / "idx")
+    assert read == []
 
 
 # --- validated everywhere -----------------------------------------------------------------------------------
@@ -387,6 +445,7 @@ def test_a_forged_checkpoint_with_a_valid_checksum_is_refused_naming_the_field(c
 @pytest.mark.parametrize("option, value, message", [
     ("hidden", ["a"], "argument --hidden"), ("metrics", ["_"], "argument --metrics"), ("lr", "x", "argument --lr"),
     ("cpu_devices", 100000, "'cpu_devices'"), ("quiet", "yes", "'quiet'"), ("seed", [1, 2], "argument --seed"),
+    ("metrics", 5, "argument --metrics"), ("hidden", {"a": 1}, "not an option's value"),
 ])
 def test_an_edited_config_is_replayed_through_the_command_lines_own_checks(tmp_path, capsys, option, value, message):
     run = tmp_path / "run"
@@ -411,17 +470,18 @@ def test_a_damaged_manifest_is_called_damaged(tmp_path, capsys):
 
 # --- a bug is a bug -------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("error", [TypeError, ValueError])
 def test_an_internal_error_exits_1_with_its_traceback_in_a_file_and_a_bad_option_still_exits_2(
-        tmp_path, capsys, monkeypatch):
+        tmp_path, capsys, monkeypatch, error):
     from jaxgd.training import loop
 
     def broken(*args, **kwargs):
-        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+        raise error("unsupported operand type(s) for +: 'int' and 'NoneType'")
 
     monkeypatch.setattr(loop, "compiled_chunk", broken)
     assert main([*QUICK, "--out", str(tmp_path / "run")]) == 1
     line = one_line(capsys.readouterr().err)
-    assert "internal error: TypeError" in line and "bug in jaxgd" in line and "report it" in line
+    assert f"internal error: {error.__name__}" in line and "bug in jaxgd" in line and "report it" in line
     trace = Path(line.split("the full traceback is in ")[1].split(";")[0])
     assert "Traceback" in trace.read_text() and "broken" in trace.read_text()
     assert main(["train", "--lr", "-1", "--out", str(tmp_path / "x")]) == 2

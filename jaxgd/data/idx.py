@@ -47,12 +47,57 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def _header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an open IDX file's header promises, refused if malformed or over the limits."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise IDXError(f"{path} is too short to be an IDX file ({len(head)} bytes).")
+    zero, code, ndim = int.from_bytes(head[:2], "big"), head[2], head[3]
+    if zero != 0 or code not in IDX_TYPES or ndim == 0:
+        raise IDXError(f"{path} has a bad IDX magic number 0x{head.hex()} (expected 0x000008NN for "
+                       "unsigned bytes).")
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise IDXError(f"{path} is truncated inside its header.")
+    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+    dtype = IDX_TYPES[code]
+    elements = math.prod(shape)
+    expected = elements * dtype.itemsize
+    if elements > MAX_ELEMENTS or expected > MAX_BYTES:
+        raise IDXError(f"{path} claims a {shape} array of {dtype.name} ({expected} bytes), more than the "
+                       f"{MAX_ELEMENTS} elements or {MAX_BYTES} bytes jaxgd reads from one IDX file "
+                       "(jaxgd.data.idx.MAX_ELEMENTS, MAX_BYTES).")
+    return shape, dtype
+
+
+def loaded_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Memory an IDX array of ``shape`` and ``dtype`` takes once loaded: its data, its float32 copy and one
+    float32 temporary (:data:`LOADED_BYTES_PER_ELEMENT`)."""
+    elements = math.prod(shape)
+    return elements * dtype.itemsize + LOADED_BYTES_PER_ELEMENT * elements
+
+
+def idx_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` of one IDX file (optionally gzipped) from its header alone, within the same bounds
+    and with the same refusals as :func:`read_idx`; its body is not read."""
+    path = Path(path)
+    try:
+        kind = not_a_regular_file(path)
+        if kind is not None:
+            raise IDXError(f"{path} is {kind}, not a regular file; an IDX file must be one.")
+        with _open(path) as f:
+            return _header(f, path)
+    except (OSError, EOFError, zlib.error) as e:
+        raise IDXError(f"Cannot read IDX file {path}: {e}.") from None
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads one IDX file (optionally gzipped) into a native-endian array, within bounds.
 
     Refused with a sentence naming the file, before anything large is allocated: a path that
-    is not a regular file (a FIFO would block, a device never end), a bad magic number, and a
-    header claiming more than :data:`MAX_ELEMENTS` elements or :data:`MAX_BYTES` bytes. The
+    is not a regular file (a FIFO would block, a device never end), a bad magic number, a
+    header claiming more than :data:`MAX_ELEMENTS` elements or :data:`MAX_BYTES` bytes, and one
+    whose array would not fit, once loaded, in the memory available. The
     body is then read (gzip inflated) in chunks into one buffer of the promised size; a file
     that ends early is truncated, and one that holds anything after its promise is refused as
     soon as that is seen, so a gzip bomb is never inflated beyond what its header promised.
@@ -63,25 +108,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         if kind is not None:
             raise IDXError(f"{path} is {kind}, not a regular file; an IDX file must be one.")
         with _open(path) as f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise IDXError(f"{path} is too short to be an IDX file ({len(head)} bytes).")
-            zero, code, ndim = int.from_bytes(head[:2], "big"), head[2], head[3]
-            if zero != 0 or code not in IDX_TYPES or ndim == 0:
-                raise IDXError(f"{path} has a bad IDX magic number 0x{head.hex()} (expected 0x000008NN for "
-                               "unsigned bytes).")
-            dims = f.read(4 * ndim)
-            if len(dims) < 4 * ndim:
-                raise IDXError(f"{path} is truncated inside its header.")
-            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
-            dtype = IDX_TYPES[code]
-            elements = math.prod(shape)
-            expected = elements * dtype.itemsize
-            if elements > MAX_ELEMENTS or expected > MAX_BYTES:
-                raise IDXError(f"{path} claims a {shape} array of {dtype.name} ({expected} bytes), more than the "
-                               f"{MAX_ELEMENTS} elements or {MAX_BYTES} bytes jaxgd reads from one IDX file "
-                               "(jaxgd.data.idx.MAX_ELEMENTS, MAX_BYTES).")
-            need, have = expected + LOADED_BYTES_PER_ELEMENT * elements, host_available_bytes()
+            shape, dtype = _header(f, path)
+            expected = math.prod(shape) * dtype.itemsize
+            need, have = loaded_bytes(shape, dtype), host_available_bytes()
             if have is not None and need > have:
                 raise IDXError(f"{path} claims a {shape} array of {dtype.name}, which needs {need / 1e9:.1f} GB once "
                                f"loaded (its data and their float32 copy) but only {have / 1e9:.1f} GB are "
@@ -236,6 +265,12 @@ def load_idx_dir(data_dir: str | os.PathLike, *, num_classes: int | None = None,
     if scale is not None and scale not in SCALES:
         raise DataError(f"scale must be one of {', '.join(map(repr, SCALES))}, got {scale!r}.")
     files = find_idx_files(data_dir)
+    headers = {key: idx_header(path) for key, path in files.items()}  # the four files together, before any body
+    need, have = sum(loaded_bytes(*h) for h in headers.values()), host_available_bytes()
+    if have is not None and need > have:
+        raise IDXError(f"The IDX files of {data_dir} need {need / 1e9:.1f} GB together once loaded (their data and "
+                       f"float32 copies) but only {have / 1e9:.1f} GB are available; use a machine with more memory "
+                       "or a part of the data.")
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
         images, labels = arrays[(split, "images")], arrays[(split, "labels")]
