@@ -6,6 +6,7 @@ dimensions, then one 32-bit size per dimension — followed by the raw array.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -77,18 +78,25 @@ def loaded_bytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
     return elements * dtype.itemsize + LOADED_BYTES_PER_ELEMENT * elements
 
 
-def idx_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
-    """``(shape, dtype)`` of one IDX file (optionally gzipped) from its header alone, within the same bounds
-    and with the same refusals as :func:`read_idx`; its body is not read."""
-    path = Path(path)
+@contextlib.contextmanager
+def _reading(path: Path):
+    """The open file ``path``, refused unless it is a regular file; a read error inside is an :class:`IDXError`."""
     try:
         kind = not_a_regular_file(path)
         if kind is not None:
             raise IDXError(f"{path} is {kind}, not a regular file; an IDX file must be one.")
         with _open(path) as f:
-            return _header(f, path)
+            yield f
     except (OSError, EOFError, zlib.error) as e:
         raise IDXError(f"Cannot read IDX file {path}: {e}.") from None
+
+
+def idx_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` of one IDX file (optionally gzipped) from its header alone, within the same bounds
+    and with the same refusals as :func:`read_idx`; its body is not read."""
+    path = Path(path)
+    with _reading(path) as f:
+        return _header(f, path)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -103,25 +111,19 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     soon as that is seen, so a gzip bomb is never inflated beyond what its header promised.
     """
     path = Path(path)
-    try:
-        kind = not_a_regular_file(path)
-        if kind is not None:
-            raise IDXError(f"{path} is {kind}, not a regular file; an IDX file must be one.")
-        with _open(path) as f:
-            shape, dtype = _header(f, path)
-            expected = math.prod(shape) * dtype.itemsize
-            need, have = loaded_bytes(shape, dtype), host_available_bytes()
-            if have is not None and need > have:
-                raise IDXError(f"{path} claims a {shape} array of {dtype.name}, which needs {need / 1e9:.1f} GB once "
-                               f"loaded (its data and their float32 copy) but only {have / 1e9:.1f} GB are "
-                               "available; use a machine with more memory or a part of the data.")
-            body = read_exact(f, expected)
-            if len(body) < expected:
-                raise IDXError(f"{path} is truncated: its header promises {shape} ({expected} bytes of data) but it "
-                               f"holds {len(body)}.")
-            extra = excess(f)
-    except (OSError, EOFError, zlib.error) as e:
-        raise IDXError(f"Cannot read IDX file {path}: {e}.") from None
+    with _reading(path) as f:
+        shape, dtype = _header(f, path)
+        expected = math.prod(shape) * dtype.itemsize
+        need, have = loaded_bytes(shape, dtype), host_available_bytes()
+        if have is not None and need > have:
+            raise IDXError(f"{path} claims a {shape} array of {dtype.name}, which needs {need / 1e9:.1f} GB once "
+                           f"loaded (its data and their float32 copy) but only {have / 1e9:.1f} GB are "
+                           "available; use a machine with more memory or a part of the data.")
+        body = read_exact(f, expected)
+        if len(body) < expected:
+            raise IDXError(f"{path} is truncated: its header promises {shape} ({expected} bytes of data) but it "
+                           f"holds {len(body)}.")
+        extra = excess(f)
     if extra:
         more = "at least " if extra == CHUNK else ""
         raise IDXError(f"{path} has {more}{extra} bytes after the {shape} array its header describes.")
