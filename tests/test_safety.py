@@ -82,6 +82,10 @@ MOMENTS = {
     "during the commit": ("jaxgd.runs.rundir", "atomic_write_bytes", 1, "before"),
 }
 
+#: A study's moments: its results are written by ``write_json`` (``results.json``, then the figures) after training.
+STUDY_MOMENTS = {**MOMENTS, "after the last checkpoint": ("jaxgd.io.files", "write_json", 1, "before"),
+                 "while writing results": ("jaxgd.io.files", "write_json", 1, "after")}
+
 DRIVER = textwrap.dedent("""
     import errno, importlib, os, signal, sys
     module, name, nth, when, how, study = sys.argv[1:7]
@@ -111,7 +115,7 @@ DRIVER = textwrap.dedent("""
 
 
 def driven(tmp_path, moment, argv, study="-", how="kill"):
-    module, name, nth, when = MOMENTS[moment]
+    module, name, nth, when = (MOMENTS if study == "-" else STUDY_MOMENTS)[moment]
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = dict(os.environ, PYTHONPATH=str(ROOT))  # compiled as the in-process runs it is compared with
@@ -155,16 +159,19 @@ def test_a_run_killed_at_every_phase_boundary_finishes_with_resume(tmp_path, kin
         assert (whole / "params.npz").read_bytes() == (run / "params.npz").read_bytes()
 
 
-def test_a_study_killed_at_its_checkpoints_and_commit_finishes_with_resume(tmp_path):
+def test_a_study_killed_at_every_phase_boundary_finishes_with_resume(tmp_path):
     from experiments import mnist1d
 
     whole = tmp_path / "whole"
     assert mnist1d.main([*STUDY, "--out", str(whole)]) == 0
-    for i, moment in enumerate(("between checkpoints", "during the commit")):
+    for i, moment in enumerate(STUDY_MOMENTS):
         run = tmp_path / f"run{i}"
         killed = driven(tmp_path, moment, [*STUDY, "--out", str(run)], study="mnist1d")
-        assert killed.returncode == -9, killed.stderr[-2000:]
-        assert mnist1d.main([*STUDY, "--out", str(run), "--resume"]) == 0
+        assert killed.returncode == -9, (moment, killed.stderr[-2000:])
+        if moment in ("after the last checkpoint", "while writing results"):  # killed where the names say
+            assert (run / PENDING / "results.json").exists() == (moment == "while writing results"), moment
+        mode = ["--resume"] if (run / PENDING).exists() else []  # nothing but the lock: start anew
+        assert mnist1d.main([*STUDY, "--out", str(run), *mode]) == 0, moment
         def strip(d):  # wall-clock fields aside
             results = {k: v for k, v in json.loads((d / "results.json").read_text()).items()
                        if k not in ("wall_seconds", "environment", "config")}
