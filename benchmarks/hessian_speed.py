@@ -12,13 +12,13 @@ Hessian of that cost: its top eigenvalue, its trace and its spectral density.
 - **jaxgd**: :func:`jaxgd.landscape.hessian_eigenvalues` (Lanczos, ``which="magnitude"``),
   :func:`~jaxgd.landscape.hessian_trace` (Hutch++, ``method="hutch++"``, and Hutchinson's estimator,
   PyHessian's) and :func:`~jaxgd.landscape.hessian_density` (stochastic Lanczos quadrature), each
-  ``jax.vmap``-ed over the members and compiled as one program for the 100. What the checks read: a
-  ``vmap`` over 10 members at a time, the chunks in turn (``jax.lax.map`` with ``batch_size``: 10
-  members' arrays stay in the caches), on JAX's one CPU device (``--cpu-devices N`` spreads the
-  members over N devices in contiguous blocks with ``jax.shard_map``, each vmapping over its own in
-  chunks; with 2, jaxlib 0.10.2's batched LAPACK kernels can deadlock). For comparison, the plain
-  ``jax.jit(jax.vmap(f))`` over all 100; and :func:`jaxgd.landscape.sharpness` (power iteration, 100
-  iterations, plain), the way to the top eigenvalue before them.
+  ``jax.vmap``-ed over the members and compiled as one program for the 100. What the checks read: the
+  members spread over the CPU's devices, one per core as ``benchmarks.train_speed`` and :func:`jaxgd.fit`
+  spread a population (``--cpu-devices N`` to change), in contiguous blocks with ``jax.shard_map``,
+  each device vmapping over 5 of its members at a time, the chunks in turn (``jax.lax.map`` with
+  ``batch_size``: their arrays stay in the caches). For comparison, the same chunks on one device, the
+  plain ``jax.jit(jax.vmap(f))`` over all 100 on one device; and :func:`jaxgd.landscape.sharpness`
+  (power iteration, 100 iterations, plain), the way to the top eigenvalue before them.
 - **PyHessian 0.1** (``benchmarks/peers/pyhessian_peer.py``): the same 100 networks one by one as torch
   ``nn.Sequential`` models with the same weights and cost: ``eigenvalues(top_n=1, maxIter=100,
   tol=1e-3)`` (power iteration), ``trace(maxIter=100, tol=1e-3)`` and ``density(iter=100, n_v=1)``,
@@ -80,9 +80,10 @@ EIG_CANDIDATES = (3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 25, 30, 40, 50)
 PROBE_CANDIDATES = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200)
 PLUS_CANDIDATES = (4, 6, 8, 10, 12, 15, 18, 21, 24, 27, 30, 36, 42, 48, 60, 75, 90, 120, 150, 200)
 #: jaxgd's programs vmap over this many members of a device at a time, the chunks one after another
-#: (``jax.lax.map`` with ``batch_size``): 10 members' arrays stay in the CPU's caches (100 members' Lanczos
-#: vectors, 100 x 101 x 1,482 floats, are 60 MB). One plain vmap over all 100 is timed too.
-CHUNK = 10
+#: (``jax.lax.map`` with ``batch_size``): their arrays stay in the CPU's caches (100 members' Lanczos
+#: vectors, 100 x 101 x 1,482 floats, are 60 MB). One plain vmap over all 100 is timed too. On 2 devices
+#: Hessian-vector products of chunks of 1 to 5 members took 0.11-0.13 ms per network, of 10 0.13 ms.
+CHUNK = 5
 #: A relative error above this is a wrong answer (power iteration stopped on another eigenvalue, or the
 #: other end of the spectrum).
 WRONG = 0.1
@@ -210,10 +211,7 @@ def jaxgd_program(kind: str, net, chunk: int | None = None, mesh=None, **options
 
     if mesh is None:
         return jax.jit(local)
-    # check_vma=False: the Lanczos loops carry arrays made inside (not varying over the mesh) next to the
-    # members' own; every member's computation is independent of the others'
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P(), P()), out_specs=P(AXIS),
-                                 check_vma=False))
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P(), P()), out_specs=P(AXIS)))
 
 
 def layout(devices):
@@ -394,8 +392,10 @@ def run(quick: bool = False, members: int | None = None, chunk: int | None = CHU
     select_keys = jax.random.split(jax.random.key(1), members)  # to choose jaxgd's iterations
     keys = jax.random.split(jax.random.key(2), members)  # to run, report and time them
     spread_select = place(params, select_keys, x, y, mesh, devices[0])
-    # the checked layout: every device, chunks; "plain": one vmap over every member on one device, jit(vmap(f))
+    # the checked layout: every device, chunks; "plain": one vmap over every member on one device, jit(vmap(f));
+    # "one_device": chunks on one device (what the second core adds, where there are several devices)
     placed = {"spread": place(params, keys, x, y, mesh, devices[0]), "plain": place(params, keys, x, y, None, devices[0])}
+    placed["one_device"] = placed["plain"]
 
     print(f"jaxgd's iterations at PyHessian's accuracy ({len(devices)} {devices[0].platform} device(s)) ...",
           flush=True)
@@ -421,11 +421,12 @@ def run(quick: bool = False, members: int | None = None, chunk: int | None = CHU
                "density": density_steps}
     # every contender in the checked layout and, for comparison, as one plain vmap on one device; sharpness as one
     # plain vmap only, as it was measured before; Hutchinson's trace in the checked layout only
-    configs = [(kind, lay) for kind in KINDS for lay in ("spread", "plain")
-               if not (kind == "sharpness" and lay == "spread") and not (kind == "trace" and lay == "plain")]
+    configs = [(kind, lay) for kind in KINDS for lay in ("spread", "one_device", "plain")
+               if not (kind == "sharpness" and lay != "plain") and not (kind == "trace" and lay != "spread")
+               and not (lay == "one_device" and (mesh is None or chunk is None))]
 
     print(f"jaxgd: compiling {len(configs)} programs ...", flush=True)
-    programs = {(kind, lay): Compiled(jaxgd_program(kind, net, chunk if lay == "spread" else None,
+    programs = {(kind, lay): Compiled(jaxgd_program(kind, net, None if lay == "plain" else chunk,
                                                     mesh if lay == "spread" else None, **options[kind]), *placed[lay])
                 for kind, lay in configs}
     outputs = {key: gather(prog(), members) for key, prog in programs.items()}  # warmed up
@@ -474,6 +475,8 @@ def run(quick: bool = False, members: int | None = None, chunk: int | None = CHU
     def how(lay):
         if lay == "plain":
             return f"{members} in one vmap, 1 device"
+        if lay == "one_device":
+            return f"{members} vmapped in chunks of {chunk}, 1 device"
         return (f"{members} vmapped" + (f" in chunks of {chunk}" if chunk is not None else "")
                 + (f", over {len(devices)} devices" if mesh is not None else ", 1 device"))
 
@@ -499,7 +502,8 @@ def run(quick: bool = False, members: int | None = None, chunk: int | None = CHU
             if KINDS[kind] != q:
                 continue
             rows.append({"quantity": quantity_name[q], "contender": f"jaxgd {names[kind]}, {how(lay)}",
-                         "key": f"jaxgd_{kind}" + ("" if lay == "spread" else "_one_vmap"), "vs_key": f"pyhessian_{q}",
+                         "key": f"jaxgd_{kind}" + {"spread": "", "plain": "_one_vmap", "one_device": "_one_device"}[lay],
+                         "vs_key": f"pyhessian_{q}",
                          "hvps_mean": float(hvps_of[kind]), "hvps_min": hvps_of[kind], "hvps_max": hvps_of[kind],
                          "ms_per_network": jaxgd_ms[(kind, lay)], "ms_per_hvp": jaxgd_ms[(kind, lay)] / hvps_of[kind],
                          "compile_seconds": programs[(kind, lay)].compile_seconds, "note": None})
@@ -678,10 +682,9 @@ def main(argv=None) -> int:
                              f"{CHUNK}; 0: one vmap over every member only)")
     parser.add_argument("--peer-passes", type=int, default=None,
                         help="PyHessian's timed passes over the networks (default 2; 1 with --quick)")
-    parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
-                        help="JAX devices to make of the CPU, over which jaxgd spreads the members (default 1: with "
-                             "2, jaxlib 0.10.2's batched LAPACK kernels, which the Lanczos methods and Hutch++ call, "
-                             "can deadlock; see benchmarks/README.md)")
+    parser.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                        help="JAX devices to make of the CPU, over which jaxgd spreads the members (default: one "
+                             "per core, as benchmarks.train_speed; 1 keeps JAX's single CPU device)")
     parser.add_argument("--out", default="runs/bench/hessian_speed.json", help="where to write the JSON results")
     args = parser.parse_args(argv)
     from jaxgd.parallel.sharding import use_cpu_devices

@@ -1,4 +1,10 @@
 """Hessian spectra (jaxgd.landscape.spectra) against the exact Hessian of small networks, formed here only."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,3 +212,48 @@ def test_a_stateful_network_is_measured_in_evaluation_mode(small_digits):
     assert abs(float(top[0]) - float(power)) <= 1e-3 * abs(float(power))
     with pytest.raises(ValueError, match="pass params as a"):
         hessian_trace(net, COST, params, x, y, key=jax.random.key(0))
+
+
+SHARDED = textwrap.dedent("""
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    import jaxgd
+    from jaxgd.landscape import hessian_density, hessian_trace
+    net = jaxgd.MLP((16, 8, 10), activation="tanh")  # 226 parameters
+    rng = np.random.default_rng(0)
+    x, y = jnp.asarray(rng.normal(size=(64, 16))), jnp.asarray(rng.integers(0, 10, 64))
+    keys = jax.random.split(jax.random.key(0), 20)
+    params = jax.vmap(lambda k: net.init(k, dtype=jnp.float64))(keys)
+    mesh = jax.make_mesh((2,), ("m",))
+    def one(p, k):
+        return (hessian_density(net, "quadratic", p, x, y, key=k, steps=100, num_points=50)[1],
+                hessian_trace(net, "quadratic", p, x, y, key=k, probes=12, method="hutch++")[0])
+    # 10 members on each device, vmapped there; jax.shard_map checks the loops' carried types over the mesh
+    f = jax.jit(jax.shard_map(jax.vmap(one), mesh=mesh, in_specs=(P("m"), P("m")), out_specs=P("m")))
+    p, k = jax.device_put((params, keys), NamedSharding(mesh, P("m")))
+    for _ in range(10):
+        density, trace = f(p, k)
+    alone = jax.jit(jax.vmap(one))(params, keys)
+    np.testing.assert_allclose(np.asarray(trace), np.asarray(alone[1]), rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(density), np.asarray(alone[0]), rtol=1e-7, atol=1e-12)
+    print("finished")
+""")
+
+
+def test_a_population_sharded_over_two_cpu_devices_finishes_and_matches_one_device(tmp_path):
+    """jaxlib 0.10.2's batched CPU LAPACK kernels deadlocked here, one per device, each waiting for the thread
+    pool the other held (without jaxgd's one-matrix-at-a-time decompositions this script hung every time)."""
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=Path(__file__).resolve().parent.parent, env=env,
+                              capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the sharded Hessian spectra did not finish in 240 s (a deadlock: 12 s is usual)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished" in done.stdout

@@ -181,15 +181,45 @@ def _lanczos(hvp, v0: jax.Array, steps: int, key: jax.Array):
         V = jax.lax.dynamic_update_slice(V, nxt[None], (j + 1, 0))
         return V, nxt, alpha.at[j].set(a), beta.at[j].set(jnp.where(broke, 0, norm)), scale
 
-    carry = (V, v0, jnp.zeros(steps, dtype), jnp.zeros(steps, dtype), jnp.zeros((), dtype))
+    # zeros made from v0 vary as it does over a mesh's axes (jax.shard_map checks that a loop's carry keeps its type)
+    zeros = jnp.zeros_like(v0, shape=(steps,))
+    carry = (V, v0, zeros, zeros, jnp.zeros_like(v0, shape=()))
     V, _, alpha, beta, _ = jax.lax.fori_loop(0, steps, body, carry)
     return alpha, beta[:-1], V[:steps]
+
+
+def _one_at_a_time_on_cpu(fn):
+    """``fn`` (a LAPACK decomposition), whose ``jax.vmap`` on a CPU loops over the batch, one matrix per call.
+
+    jaxlib 0.10.2's CPU LAPACK kernels split a batch of matrices over XLA's intra-op thread pool and wait
+    for the pieces. When a population is sharded over several CPU devices (one per core, as
+    :func:`jaxgd.parallel.sharding.use_cpu_devices` makes them), each device's kernel can hold one of
+    the pool's threads while waiting for pieces queued behind the other's: the process hangs, idle
+    (``jax::ParallelBatchMap`` under ``QrFactorization`` or ``EigenvalueDecompositionSymmetric`` in its
+    stack; reproduced every time with a batch of 10 100 x 100 ``eigh`` on each of 2 devices). A single
+    matrix is never split. The decompositions here are small (a Lanczos tridiagonal matrix, a Hutch++
+    sketch): one at a time cost the same as a batch on one device (0.55 ms for a 100 x 100 ``eigh``).
+    Other backends keep the batched call.
+    """
+    sequential = jax.custom_batching.sequential_vmap(fn)
+    return lambda *args: jax.lax.platform_dependent(*args, cpu=sequential, default=fn)
+
+
+@_one_at_a_time_on_cpu
+def _eigh(t):
+    return jnp.linalg.eigh(t)
+
+
+@_one_at_a_time_on_cpu
+def _orthonormal_basis(a):
+    """An orthonormal basis of the columns of ``a`` (reduced QR's ``Q``)."""
+    return jnp.linalg.qr(a)[0]
 
 
 def _ritz(alpha, beta):
     """Eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal matrix ``(alpha, beta)``."""
     t = jnp.diag(alpha) + jnp.diag(beta, 1) + jnp.diag(beta, -1)
-    return jnp.linalg.eigh(t)
+    return _eigh(t)
 
 
 def _unit(v):
@@ -404,7 +434,7 @@ def _trace(model, cost, params, x, y, key, *, probes, blocks, batch, method):
         k_sketch, k_rest = jax.random.split(key)
         highest = jax.lax.Precision.HIGHEST  # a GPU's default float32 products (TF32) would lose orthogonality
         S = jax.random.rademacher(k_sketch, (sketch, n), dtype)
-        Q = jnp.linalg.qr(jax.lax.map(hvp, S, batch_size=batch).T)[0].T  # (sketch, n), orthonormal rows
+        Q = _orthonormal_basis(jax.lax.map(hvp, S, batch_size=batch).T).T  # (sketch, n), orthonormal rows
         low = jnp.sum(Q * jax.lax.map(hvp, Q, batch_size=batch))  # tr(Q^T H Q)
 
         def rest(k):
