@@ -13,6 +13,7 @@ from jaxgd import CNN, MLP, TrainConfig, fit
 from jaxgd.landscape import align, barrier, sharpness
 from jaxgd.training.loop import train_chunk
 from jaxgd.models import check_model
+from jaxgd.models.cnn import NORM_EPS
 
 CNN_CONFIG = TrainConfig(cost="cross_entropy", optimizer="momentum", learning_rate=0.05, batch_size=32, epochs=3)
 
@@ -91,8 +92,12 @@ def _reference_cnn(model, params, x):
     spatial = "HW"[:dims] if dims == 2 else "W"
     numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
     h = x.reshape((x.shape[0],) + model.input_shape[:dims] + (model.in_channels,))
-    for layer in params["conv"]:
+    for l, layer in enumerate(params["conv"]):
         h = jax.lax.conv_general_dilated(h, layer["w"], (1,) * dims, "SAME", dimension_numbers=numbers) + layer["b"]
+        if "norm" in params:  # batch norm in training: the batch's statistics, over every axis but the channels
+            axes = tuple(range(h.ndim - 1))
+            h = (h - h.mean(axes)) / jnp.sqrt(h.var(axes) + NORM_EPS) * params["norm"][l]["scale"] \
+                + params["norm"][l]["offset"]
         window = (1,) + tuple(model.pool if s >= model.pool else 1 for s in h.shape[1:-1]) + (1,)
         h = jax.nn.relu(jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, window, window, "VALID"))
     h = h.reshape(h.shape[0], -1)
@@ -114,6 +119,31 @@ def test_cnn_is_the_convolution_of_xla_with_max_pooling(x64, shape, kw):
     assert out.shape == (3, 10) and model.num_params() == sum(a.size for a in jax.tree.leaves(params))
     np.testing.assert_allclose(out, _reference_cnn(model, params, x), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(model.apply(params, x.reshape(3, -1)), out, rtol=1e-12)  # flat rows too
+
+
+@pytest.mark.parametrize("shape,kw", [((8, 8, 1), {}), ((7, 9, 3), {"kernel_size": 4}),
+                                      ((12, 2), {"conv_dims": 1, "hidden": (9,)}), ((6, 6), {"pool": 3})])
+def test_a_batch_norm_cnns_derivatives_are_those_of_xla_pooling(x64, shape, kw):
+    """The pooling's own derivative (the window's first largest element) gives JAX's gradient and
+    Hessian-vector products of the network written with XLA's pooling (no ties in random float64 data)."""
+    model = CNN(shape, 10, batch_norm=True, **kw)
+    params, state = model.init(jax.random.key(0), dtype=jnp.float64)
+    params["norm"] = [{"scale": jax.random.normal(jax.random.key(2), n["scale"].shape, jnp.float64),
+                       "offset": n["offset"] + 0.1} for n in params["norm"]]  # negative scales too
+    x = jax.random.normal(jax.random.key(1), (5, *shape), jnp.float64)
+    y = jnp.arange(5) % 10
+
+    def cost(forward):
+        return lambda p: jnp.mean(jax.nn.logsumexp(forward(p), -1) - forward(p)[jnp.arange(5), y])
+
+    ours = cost(lambda p: model.apply(p, state, x, train=True)[0])
+    xla = cost(lambda p: _reference_cnn(model, p, x))
+    np.testing.assert_allclose(ours(params), xla(params), rtol=1e-12)
+    flat = lambda tree: np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731
+    np.testing.assert_allclose(flat(jax.grad(ours)(params)), flat(jax.grad(xla)(params)), rtol=1e-8, atol=1e-12)
+    v = jax.tree.map(lambda a: jnp.ones_like(a) / a.size, params)
+    hvp = lambda f: jax.jvp(jax.grad(f), (params,), (v,))[1]  # noqa: E731
+    np.testing.assert_allclose(flat(hvp(ours)), flat(hvp(xla)), rtol=1e-7, atol=1e-10)
 
 
 def test_cnn_defaults_fit_the_digits_mnist_and_signals():

@@ -303,7 +303,7 @@ def _safe_max_pool(x: jax.Array, p: int) -> jax.Array:
     computed apart, and JAX's rule (the derivative shared among the elements equal to the maximum)
     divides 0 by 0, while sharing among "equal" elements only would drop the window's derivative and
     change second derivatives with the program. Here the derivative goes to the first largest element
-    of the window, chosen by ``argmax`` from the one array of values (exact ties, the only case where
+    of the window, chosen as ``argmax`` chooses, from the one array of values (exact ties, the only case where
     this differs from JAX's sharing, do not occur after a normalisation of real data). A JVP rule:
     reverse mode transposes it, and Hessian-vector products differentiate it again.
     """
@@ -318,13 +318,26 @@ def _safe_max_pool_jvp(p, primals, tangents):
         return x, t
     blocks, reduce, crop = w
     out = _safe_max_pool(x, p)  # differentiated again (a Hessian-vector product) by this rule, not JAX's
-    rest = [a for a in range(blocks.ndim) if a not in reduce]
-    order = rest + list(reduce)
-    moved = jnp.transpose(jax.lax.stop_gradient(blocks), order)
-    flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
-    mask = jax.nn.one_hot(jnp.argmax(flat, axis=-1), flat.shape[-1], dtype=x.dtype).reshape(moved.shape)
-    mask = jnp.transpose(mask, tuple(sorted(range(len(order)), key=order.__getitem__)))
-    return out, jnp.sum(t[crop].reshape(blocks.shape) * mask, axis=reduce)
+    blocks = jax.lax.stop_gradient(blocks)
+    t = t[crop].reshape(blocks.shape)
+    # argmax over the window, elements in row-major order, as a running comparison of its elements (the
+    # first largest wins: a later element only where strictly larger), carrying the tangent of the winner:
+    # elementwise selects on the pooled shape, without moving the window's axes together (transposing the
+    # activations for jnp.argmax made a batch-norm CNN's step 1.5 times as long)
+    def element(a, offsets):
+        index = [slice(None)] * a.ndim
+        for axis, o in zip(reduce, offsets):
+            index[axis] = o
+        return a[tuple(index)]
+
+    offsets = itertools.product(range(p), repeat=len(reduce))
+    first = next(offsets)
+    best, tangent = element(blocks, first), element(t, first)
+    for o in offsets:
+        v = element(blocks, o)
+        larger = v > best
+        best, tangent = jnp.where(larger, v, best), jnp.where(larger, element(t, o), tangent)
+    return out, tangent
 
 
 def _normalized_pool(z: jax.Array, p: dict, s: dict, train: bool, momentum: float, pool: int):
