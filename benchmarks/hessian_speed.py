@@ -90,6 +90,9 @@ WRONG = 0.1
 #: Target: jaxgd's time per network at least this many times shorter than PyHessian's, for each quantity.
 TARGET = 10.0
 QUANTITIES = ("eigenvalue", "trace", "density")
+#: The result keys' suffixes of jaxgd's layouts: every device in chunks (the checked one), one vmap over every member on
+#: one device, chunks on one device.
+SUFFIX = {"spread": "", "plain": "_one_vmap", "one_device": "_one_device"}
 #: jaxgd's contenders: (kind, the quantity it measures).
 KINDS = {"eigenvalue": "eigenvalue", "sharpness": "eigenvalue", "trace": "trace", "trace_plus": "trace",
          "density": "density"}
@@ -502,7 +505,7 @@ def run(quick: bool = False, members: int | None = None, chunk: int | None = CHU
             if KINDS[kind] != q:
                 continue
             rows.append({"quantity": quantity_name[q], "contender": f"jaxgd {names[kind]}, {how(lay)}",
-                         "key": f"jaxgd_{kind}" + {"spread": "", "plain": "_one_vmap", "one_device": "_one_device"}[lay],
+                         "key": f"jaxgd_{kind}" + SUFFIX[lay],
                          "vs_key": f"pyhessian_{q}",
                          "hvps_mean": float(hvps_of[kind]), "hvps_min": hvps_of[kind], "hvps_max": hvps_of[kind],
                          "ms_per_network": jaxgd_ms[(kind, lay)], "ms_per_hvp": jaxgd_ms[(kind, lay)] / hvps_of[kind],

@@ -323,7 +323,7 @@ def _safe_max_pool_jvp(p, primals, tangents):
     # argmax over the window, elements in row-major order, as a running comparison of its elements (the
     # first largest wins: a later element only where strictly larger), carrying the tangent of the winner:
     # elementwise selects on the pooled shape, without moving the window's axes together (transposing the
-    # activations for jnp.argmax made a batch-norm CNN's step 1.5 times as long)
+    # activations for jnp.argmax made a batch-norm + dropout CNN's step 1.7 times as long: 4.74 against 2.85 ms)
     def element(a, offsets):
         index = [slice(None)] * a.ndim
         for axis, o in zip(reduce, offsets):
