@@ -505,8 +505,7 @@ def run(quick: bool = False, members: int | None = None, chunk: int | None = CHU
             if KINDS[kind] != q:
                 continue
             rows.append({"quantity": quantity_name[q], "contender": f"jaxgd {names[kind]}, {how(lay)}",
-                         "key": f"jaxgd_{kind}" + SUFFIX[lay],
-                         "vs_key": f"pyhessian_{q}",
+                         "key": f"jaxgd_{kind}" + SUFFIX[lay], "vs_key": f"pyhessian_{q}",
                          "hvps_mean": float(hvps_of[kind]), "hvps_min": hvps_of[kind], "hvps_max": hvps_of[kind],
                          "ms_per_network": jaxgd_ms[(kind, lay)], "ms_per_hvp": jaxgd_ms[(kind, lay)] / hvps_of[kind],
                          "compile_seconds": programs[(kind, lay)].compile_seconds, "note": None})

@@ -21,9 +21,9 @@ depend on the member and is computed once for all of them, and the two products
 become ``(S * n_out, n_in) x (n_in, K * batch)`` and ``(S * n_out, K * batch) x
 (K * batch, n_in)``, large enough to run near the machine's matrix-multiply rate even
 at minibatch 10. The training loop uses it only where it is exact and pays: plain
-SGD (no momentum or Adam state), a shared order of inputs that are the same for every member, autodiff
-gradients, minibatches of at most 50 examples, and a population large enough
-to share the Gram matrix (see :func:`block_steps`).
+SGD (no momentum or Adam state), a shared order of inputs that are the same for
+every member, autodiff gradients, minibatches of at most 50 examples, and a
+population large enough to share the Gram matrix (see :func:`block_steps`).
 """
 from __future__ import annotations
 
@@ -83,9 +83,10 @@ def sgd_block(params: Params, step: jax.Array, x: jax.Array, y: jax.Array, lr: j
     w1 = params[0]["w"]
     x = x.astype(w1.dtype)  # the Gram matrix in the parameters' precision, whatever the data's
     (members, n_out, n_in), (steps, batch) = w1.shape, x.shape[:2]
-    # Every step's first-layer input at the block's start, (K, batch, S, n_out). The weights are the
-    # left operand, read where they lie: written x @ w1.T, XLA's CPU product first copied all members'
-    # weights transposed, a tenth of the block's time (a 50-member block on one core: 4.5 ms against 5.2).
+    # Every step's first-layer input at the block's start, (K, batch, S, n_out). The weights are
+    # the left operand, read where they lie: written x @ w1.T, XLA's CPU product first copied all
+    # members' weights transposed, a tenth of the block's time (50 members on one core: 4.5 ms
+    # against 5.2).
     u0 = w1.reshape(members * n_out, n_in) @ x.reshape(steps * batch, n_in).T
     u0 = u0.reshape(members, n_out, steps, batch).transpose(2, 3, 0, 1)
     gram = jnp.einsum("kbi,jci->kjcb", x, x)  # gram[k, j] = x_j @ x_k.T
