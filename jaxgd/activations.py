@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgd.errors import InvalidArgument, InvalidType
 
@@ -21,8 +22,55 @@ class Activation(NamedTuple):
     derivative: Callable[[jax.Array], jax.Array] | None  # f'(z), elementwise; None: autodiff only
 
 
+def _exp_float32(x: jax.Array) -> jax.Array:
+    """``exp`` of float32 ``x`` by XLA's own CPU algorithm, in operations its fused kernels vectorize.
+
+    XLA's CPU compiler emits ``exp`` as a vectorized polynomial when it stands alone, but
+    one element at a time inside a fusion with other operations, which is where a
+    sigmoid always lands (its bias add before, its ``1 / (1 + e)`` and the backward pass
+    after): about 25 us instead of 4 us for ``(50, 10, 16)`` on one core, a fifth of a
+    100-member MLP population's step at minibatch 10. Written out here, with the same
+    clamps, the same Cody-Waite split of ``ln 2``, the same degree-5 polynomial and the
+    same ``2**n`` by exponent bits, the result is the same float32 bits as XLA's (checked
+    in the tests; compiled with ``jax_disable_most_optimizations``, one element in 200
+    differs by one rounding) and fuses as vectorized arithmetic.
+    """
+    x = jnp.clip(x, np.float32(-87.8), np.float32(88.8))
+    n = jnp.clip(jnp.floor(x * np.float32(1.44269504088896341) + np.float32(0.5)), np.float32(-127), np.float32(127))
+    r = x - n * np.float32(0.693359375)
+    r = r - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = p * r + np.float32(c)
+    p = p * (r * r) + r + np.float32(1)
+    return p * jax.lax.bitcast_convert_type((n.astype(jnp.int32) + 127) << 23, jnp.float32)
+
+
+@jax.custom_jvp
+def sigmoid(z: jax.Array) -> jax.Array:
+    """``jax.nn.sigmoid``, bit for bit, faster inside XLA's fused CPU kernels for float32.
+
+    This is the ``"sigmoid"`` activation of :class:`jaxgd.MLP` and :class:`jaxgd.CNN`.
+
+    On a CPU, float32 ``1 / (1 + exp(-z))`` is computed with :func:`_exp_float32`, the
+    algorithm XLA itself uses, in a form its fused kernels vectorize; on other platforms
+    and for other dtypes this is ``jax.nn.sigmoid``. Its derivative is written as
+    ``jax.lax.logistic``'s, ``g * (s * (1 - s))``, so gradients are the same bits too.
+    """
+    z = jnp.asarray(z)
+    if z.dtype != jnp.float32:
+        return jax.nn.sigmoid(z)
+    return jax.lax.platform_dependent(z, cpu=lambda v: 1 / (1 + _exp_float32(-v)), default=jax.nn.sigmoid)
+
+
+@sigmoid.defjvp
+def _sigmoid_jvp(primals, tangents):
+    s = sigmoid(primals[0])
+    return s, tangents[0] * (s * (1 - s))
+
+
 def _sigmoid_prime(z):
-    s = jax.nn.sigmoid(z)
+    s = sigmoid(z)
     return s * (1.0 - s)
 
 
@@ -45,7 +93,7 @@ def _one(z):
 
 #: Elementwise activations by name (``identity`` only at the output).
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(jax.nn.sigmoid, _sigmoid_prime),
+    "sigmoid": Activation(sigmoid, _sigmoid_prime),
     "tanh": Activation(jnp.tanh, _tanh_prime),
     "relu": Activation(jax.nn.relu, _relu_prime),
     "identity": Activation(_identity, _one),
