@@ -61,3 +61,20 @@ def _check_network_bits(monkeypatch):
     theirs = jax.jit(jax.grad(cost_fn(net, "quadratic")))(params, x, y)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
         assert _same_bits(a, b)
+
+
+def test_custom_derivative_functions_are_recorded_by_what_they_compute():
+    # a run whose metric reads the activations (the sharpness does) can be checkpointed and resumed
+    from jaxgd.io.fingerprint import describe_callable
+    assert describe_callable(sigmoid) == describe_callable(sigmoid)
+
+    def make(scale):
+        @jax.custom_jvp
+        def f(z):
+            return jnp.sin(z)
+
+        f.defjvp(lambda p, t: (f(p[0]), scale * t[0] * jnp.cos(p[0])))
+        return f
+
+    assert describe_callable(make(1.0)) == describe_callable(make(1.0))
+    assert describe_callable(make(1.0)) != describe_callable(make(2.0))  # the jvp rule differs

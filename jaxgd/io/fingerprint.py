@@ -108,6 +108,10 @@ def describe_callable(fn, _seen=None) -> Any:
         return path  # a function of an installed package: its import path names it
     if isinstance(fn, types.MethodType):
         return {"method": describe_callable(fn.__func__, seen), "self": describe_value(fn.__self__, seen)}
+    rules = _custom_derivative_rules(fn)
+    if rules is not None:  # jax.custom_jvp / custom_vjp: the function and its derivative rules
+        return {type(fn).__name__: {name: describe_callable(rule, seen) for name, rule in rules.items()},
+                "nondiff_argnums": list(getattr(fn, "nondiff_argnums", ()))}
     if not isinstance(fn, types.FunctionType):
         if dataclasses.is_dataclass(fn) or hasattr(fn, "describe"):
             return describe_value(fn, seen)
@@ -145,6 +149,18 @@ def describe_callable(fn, _seen=None) -> Any:
     if reads:
         record["globals"] = reads
     return record
+
+
+def _custom_derivative_rules(fn) -> dict | None:
+    """The functions of a ``jax.custom_jvp`` or ``jax.custom_vjp`` (``None`` for anything else)."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return None
+    if isinstance(fn, jax.custom_jvp):
+        return {"fun": fn.fun, "jvp": fn.jvp}
+    if isinstance(fn, jax.custom_vjp):
+        return {"fun": fn.fun, "fwd": fn.fwd, "bwd": fn.bwd}
+    return None
 
 
 def _global_names(code: types.CodeType) -> list[str]:
