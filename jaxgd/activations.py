@@ -22,7 +22,7 @@ class Activation(NamedTuple):
     derivative: Callable[[jax.Array], jax.Array] | None  # f'(z), elementwise; None: autodiff only
 
 
-def _exp_float32(x: jax.Array) -> jax.Array:
+def exp_float32(x: jax.Array) -> jax.Array:
     """``exp`` of float32 ``x`` by XLA's own CPU algorithm, in operations its fused kernels vectorize.
 
     XLA's CPU compiler emits ``exp`` as a vectorized polynomial when it stands alone, but
@@ -52,7 +52,7 @@ def sigmoid(z: jax.Array) -> jax.Array:
 
     This is the ``"sigmoid"`` activation of :class:`jaxgd.MLP` and :class:`jaxgd.CNN`.
 
-    On a CPU, float32 ``1 / (1 + exp(-z))`` is computed with :func:`_exp_float32`, the
+    On a CPU, float32 ``1 / (1 + exp(-z))`` is computed with :func:`exp_float32`, the
     algorithm XLA itself uses, in a form its fused kernels vectorize; on other platforms
     and for other dtypes this is ``jax.nn.sigmoid``. Its derivative is written as
     ``jax.lax.logistic``'s, ``g * (s * (1 - s))``, so gradients are the same bits too.
@@ -62,7 +62,7 @@ def sigmoid(z: jax.Array) -> jax.Array:
     z = jnp.asarray(z)
     if z.dtype != jnp.float32 or jax.typeof(z).weak_type:  # Python floats stay weak
         return jax.nn.sigmoid(z)
-    return jax.lax.platform_dependent(z, cpu=lambda v: 1 / (1 + _exp_float32(-v)), default=jax.nn.sigmoid)
+    return jax.lax.platform_dependent(z, cpu=lambda v: 1 / (1 + exp_float32(-v)), default=jax.nn.sigmoid)
 
 
 @sigmoid.defjvp
