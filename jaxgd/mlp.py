@@ -41,7 +41,10 @@ def check_rate(name: str, rate, allow_none: bool = True) -> None:
     """Refuses a dropout rate outside ``[0, 1)`` (``None``: no dropout layers)."""
     if rate is None and allow_none:
         return
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise InvalidArgument(f"{name} must be a Python float, a rate in [0, 1), got {rate!r} "
+                              f"({type(rate).__name__}{': float(rate) converts it' if hasattr(rate, '__float__') else ''}).")
+    if not 0 <= rate < 1:
         raise InvalidArgument(f"{name} must be a rate in [0, 1), got {rate!r}.")
 
 

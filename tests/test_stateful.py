@@ -136,6 +136,120 @@ def test_an_equinox_mlp_with_batch_norm_and_dropout_trains_as_a_population(digit
     assert max_diff(member(pop.params, 1), alone.params) <= 1e-4
 
 
+def _differ(a, b) -> bool:
+    return bool(np.any(np.asarray(a) != np.asarray(b)))
+
+
+def test_flax_modules_switch_modes_by_argument_or_field_and_every_rng_stream_gets_the_members_key(digits):
+    from flax import linen as nn, nnx
+
+    x = digits.x_test[:40].reshape(-1, 8, 8, 1)
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+
+    class Deterministic(nn.Module):  # the switch as Linen's own layers name it
+        @nn.compact
+        def __call__(self, x, deterministic: bool = True):
+            return nn.Dense(10)(nn.Dropout(0.5, deterministic=deterministic)(nn.Dense(32)(x.reshape(x.shape[0], -1))))
+
+    class Field(nn.Module):  # the switch a dataclass field; dropout drawing from its own stream "drop"
+        training: bool = False
+
+        @nn.compact
+        def __call__(self, x):
+            h = nn.BatchNorm(use_running_average=not self.training)(nn.Dense(32)(x.reshape(x.shape[0], -1)))
+            return nn.Dense(10)(nn.Dropout(0.5, deterministic=not self.training, rng_collection="drop")(h))
+
+    class TrainArgument(nnx.Module):  # NNX, the switch a __call__ argument beside module.train()
+        def __init__(self, rngs):
+            self.dense, self.norm, self.out = nnx.Linear(64, 32, rngs=rngs), nnx.BatchNorm(32, rngs=rngs), nnx.Linear(32, 10, rngs=rngs)
+
+        def __call__(self, x, train: bool = False):
+            return self.out(self.norm(self.dense(x.reshape(x.shape[0], -1)), use_running_average=not train))
+
+    for make in (lambda k: Deterministic(), lambda k: Field(), lambda k: TrainArgument(nnx.Rngs(k))):
+        model = jaxgd.from_flax(make, x[:2])
+        assert model.stateful
+        params, state = model.init(jax.random.key(0))
+        evaluated, kept = model.apply(params, state, x)
+        assert not _differ(evaluated, model.apply(params, state, x)[0])  # evaluation is deterministic
+        trained, new_state = model.apply(params, state, x, key=k1, train=True)
+        if jax.tree.leaves(state):  # batch statistics move in training only
+            assert max_diff(kept, state) == 0.0 and max_diff(new_state, state) > 1e-3
+        if not isinstance(model.make(k1), nnx.Module):  # dropout in training only, drawn from the key
+            assert _differ(trained, model.apply(params, state, x, key=k2, train=True)[0])
+            assert not _differ(trained, model.apply(params, state, x, key=k1, train=True)[0])
+    with pytest.raises(TypeError, match="not a built TrainArgument"):
+        jaxgd.from_flax(TrainArgument(nnx.Rngs(0)), x[:2])
+
+    class Always(nn.Module):  # dropout that nothing switches off
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(10)(nn.Dropout(0.5, deterministic=False)(x.reshape(x.shape[0], -1)))
+
+    with pytest.raises(InvalidArgument, match="mode switch"):
+        jaxgd.from_flax(lambda k: Always(), x[:2])
+
+
+def test_equinox_modules_switch_modes_whatever_they_were_built_with_and_name_their_batch_axis(digits):
+    import equinox as eqx
+
+    x = digits.x_test[:40]
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+
+    class Net(eqx.Module):
+        dense: eqx.nn.Linear
+        norm: eqx.nn.BatchNorm
+        drop: eqx.nn.Dropout
+        out: eqx.nn.Linear
+
+        def __init__(self, key, axis_name="batch"):
+            self.dense, self.out = eqx.nn.Linear(64, 32, key=key), eqx.nn.Linear(32, 10, key=jax.random.fold_in(key, 1))
+            self.norm = eqx.nn.BatchNorm(32, axis_name=axis_name, mode="batch")
+            self.drop = eqx.nn.Dropout(0.5, inference=True)  # built for inference: jaxgd trains it with dropout
+
+        def __call__(self, x, state, *, key=None):
+            h, state = self.norm(self.dense(x), state)
+            return self.out(self.drop(h, key=key)), state
+
+    model = jaxgd.from_equinox(lambda k: eqx.nn.make_with_state(Net)(k, axis_name="examples"))
+    assert model.axis_name == "examples"
+    params, state = model.init(jax.random.key(0))
+    trained, new_state = model.apply(params, state, x, key=k1, train=True)
+    assert _differ(trained, model.apply(params, state, x, key=k2, train=True)[0])
+    assert max_diff(new_state, state) > 1e-3
+    assert max_diff(model.apply(params, state, x, train=True)[1], state) > 1e-3  # training without a key: no dropout
+    assert max_diff(model.apply(params, state, x)[1], state) == 0.0
+    with pytest.raises(InvalidArgument, match="make_with_state"):
+        jaxgd.from_equinox(Net)
+    with pytest.raises(TypeError, match="not a built MLP"):
+        jaxgd.from_equinox(eqx.nn.MLP(64, 10, 8, 1, key=k1))
+
+
+def test_lines_between_dropout_networks_are_measured_in_evaluation_mode(digits):
+    import equinox as eqx
+
+    model = jaxgd.from_equinox(lambda k: eqx.nn.Sequential([
+        eqx.nn.Linear(64, 32, key=k), eqx.nn.Lambda(jax.nn.relu), eqx.nn.Dropout(0.5),
+        eqx.nn.Linear(32, 10, key=jax.random.fold_in(k, 1))]))
+    a, b = model.init(jax.random.key(0)), model.init(jax.random.key(1))
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    line = jaxgd.landscape.interpolate(model, "cross_entropy", a, b, x, y, num=3)
+    for end, params in ((0, a), (-1, b)):  # the ends are the networks themselves, without dropout
+        cost, _ = jaxgd.training.evaluation.evaluate(model, "cross_entropy", params[0], x, y, state=params[1])
+        assert abs(float(line["cost"][end]) - float(cost)) <= 1e-5
+
+
+def test_augmentations_are_recorded_in_one_spelling():
+    from jaxgd.cli.options import augmentation
+    from jaxgd.data.augment import canonical
+
+    assert canonical(" crop:1 , flip") == augmentation("crop:1,flip") == "crop:1,flip"
+    assert canonical("noise:1e-1,crop:2") == "noise:0.1,crop:2" and augmentation("") is None
+    for bad, message in (("crop:1,", "comma too many"), ("noise:inf", "positive finite")):
+        with pytest.raises(InvalidArgument, match=message):
+            canonical(bad)
+
+
 # --- jaxgd.CNN: batch norm, dropout, augmentation, per-member regularizers -------------------------------------
 
 CNN = jaxgd.CNN((8, 8, 1), 10, channels=(16, 32), hidden=(128,), batch_norm=True, dropout=0.0)
@@ -300,6 +414,17 @@ def test_the_command_line_trains_batch_norm_dropout_and_augmentation_and_resumes
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert (whole / "params.npz").read_bytes() == (run / "params.npz").read_bytes()
+    assert (whole / "model_state.npz").read_bytes() == (run / "model_state.npz").read_bytes()
+    # the run directory holds what evaluates the network as the run did: parameters and running statistics
+    loaded = jaxgd.load_run(whole)
+    assert loaded.model_state["norm"][1]["var"].shape == (32,)
+    digits = jaxgd.data.load("digits")
+    x = digits.x_test.reshape((-1,) + loaded.model.input_shape)
+    logits, _ = loaded.model.apply(loaded.params, loaded.model_state, x)
+    accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == digits.y_test))
+    assert abs(accuracy - loaded.metrics["test_accuracy"]) <= 1 / len(digits.y_test), accuracy
+    _, initial = loaded.model.init(jax.random.key(0))  # not the initial statistics
+    assert max_diff(initial, loaded.model_state) > 0.1
 
 
 def test_bad_regularizer_options_exit_2_in_one_line(tmp_path, capsys):

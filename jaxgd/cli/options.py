@@ -129,15 +129,15 @@ def rate(text: str) -> float:
     return value
 
 
-def augmentation(text: str) -> str:
-    """An augmentation such as ``crop:2,flip,noise:0.1`` (:mod:`jaxgd.data.augment`), checked by name and value."""
-    from jaxgd.data.augment import parse
+def augmentation(text: str) -> str | None:
+    """An augmentation such as ``crop:2,flip,noise:0.1`` (:mod:`jaxgd.data.augment`), checked by name and value,
+    in the spelling that is recorded (``" crop:1 , flip"`` -> ``"crop:1,flip"``; ``""``: none)."""
+    from jaxgd.data.augment import canonical
 
     try:
-        parse(text)
+        return canonical(text)
     except InvalidArgument as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    return text
 
 
 def metric_names(text: str) -> tuple[str, ...]:

@@ -125,7 +125,9 @@ def command(args) -> int:
         if diffs:
             print(f"jaxgd rerun: NOT reproduced: {'; '.join(diffs)}", file=sys.stderr)
             return 1
-        print(f"jaxgd rerun: reproduced {run_dir}/metrics.json and params.npz exactly (wall-clock fields aside)")
+        files = ("metrics.json, params.npz and model_state.npz" if (run_dir / "model_state.npz").is_file()
+                 else "metrics.json and params.npz")
+        print(f"jaxgd rerun: reproduced {run_dir}/{files} exactly (wall-clock fields aside)")
         return 0
 
     return distributed.from_process_zero(verdict)

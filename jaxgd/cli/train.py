@@ -1,9 +1,9 @@
 """``jaxgd train``: train a network (default: the lesson's, on the embedded digits) into a run directory.
 
-The run's files — ``config.json``, ``metrics.json``, ``metrics.csv``, ``params.npz``, the figures and
-the checkpoints — are committed together (:mod:`jaxgd.runs.rundir`); a comma list of learning rates,
-weight decays or momenta trains every value x ``--seeds`` seeds as one population and prints a
-table per setting.
+The run's files — ``config.json``, ``metrics.json``, ``metrics.csv``, ``params.npz`` (and
+``model_state.npz``: batch norm's running statistics), the figures and the checkpoints — are committed
+together (:mod:`jaxgd.runs.rundir`); a comma list of learning rates, weight decays or momenta trains
+every value x ``--seeds`` seeds as one population and prints a table per setting.
 """
 from __future__ import annotations
 
@@ -195,6 +195,7 @@ def train_into(work: Path, args, data, model, config, key, hyperparams, members,
 
 def write_results(work: Path, result, data, members, args) -> dict:
     """``metrics.json``, ``params.npz`` and the figures of a finished ``fit``; returns what ``metrics.json`` holds."""
+    import jax
     import numpy as np
 
     from jaxgd.analysis import plots
@@ -203,6 +204,7 @@ def write_results(work: Path, result, data, members, args) -> dict:
     from jaxgd.io.files import flatten_params, save_npz, write_json
     from jaxgd.mlp import MLP
     from jaxgd.models import num_params
+    from jaxgd.runs.load import STATE_FILE
 
     model, config, h = result.model, result.config, result.history
     final = {name: result.final(name) for name in ("train_accuracy", "test_accuracy", "train_cost", "test_cost",
@@ -221,6 +223,8 @@ def write_results(work: Path, result, data, members, args) -> dict:
                              for name in final}
     write_json(work / "metrics.json", metrics)
     save_npz(work / "params.npz", flatten_params(result.params))
+    if jax.tree.leaves(result.model_state):  # batch norm's running statistics: the network evaluates with them
+        save_npz(work / STATE_FILE, flatten_params(result.model_state))
     title = (f"{data.name}: {model_name(model)} {args.activation}, {config.cost}, {config.optimizer} "
              f"lr={config.learning_rate}" + (f", {result.num_members} members" if members is not None else ""))
     plots.learning_curve(h, result.initial, work / "learning_curve.png", title=title)

@@ -37,9 +37,11 @@ def parse(text: str | None) -> tuple[tuple[str, float | None], ...]:
     if not isinstance(text, str):
         raise InvalidArgument(f"augment must be a string such as 'crop:2,flip,noise:0.1', got {text!r}.")
     out = []
+    if not text.strip():
+        return ()
     for part in (p.strip() for p in text.split(",")):
         if not part:
-            continue
+            raise InvalidArgument(f"An empty augmentation in {text!r} (a comma too many?).")
         name, _, value = part.partition(":")
         kind = TRANSFORMS.get(name)
         if name not in TRANSFORMS:
@@ -55,11 +57,18 @@ def parse(text: str | None) -> tuple[tuple[str, float | None], ...]:
             raise InvalidArgument(f"The augmentation {name!r} needs a number, as in {name}:"
                                   f"{'2' if kind is int else '0.1'}; got {part!r}.") from None
         if not (math.isfinite(number) and number > 0):
-            raise InvalidArgument(f"The augmentation {part!r} needs a positive value.")
+            raise InvalidArgument(f"The augmentation {part!r} needs a positive finite value.")
         out.append((name, number))
     if len({n for n, _ in out}) != len(out):
         raise InvalidArgument(f"An augmentation is repeated in {text!r}.")
     return tuple(out)
+
+
+def canonical(text: str | None) -> str | None:
+    """The spelling of an augmentation that is recorded (``config.json``, checkpoints): ``" crop:1 , flip"``
+    -> ``"crop:1,flip"``, ``"noise:1e-1"`` -> ``"noise:0.1"``, ``""`` -> ``None``; equivalent specs record alike."""
+    ops = parse(text)
+    return ",".join(name if value is None else f"{name}:{value!r}" for name, value in ops) or None
 
 
 def check(ops: tuple, input_shape: tuple[int, ...], name: str = "the data") -> None:
@@ -69,7 +78,7 @@ def check(ops: tuple, input_shape: tuple[int, ...], name: str = "the data") -> N
             raise InvalidArgument(f"The augmentation {op!r} needs images (H, W) or (H, W, C), but the inputs of "
                                   f"{name} have shape {tuple(input_shape)}; use noise:S for other data.")
         if op == "crop" and value >= min(input_shape[:2]):
-            raise InvalidArgument(f"crop:{value} pads and crops by more than the images' side "
+            raise InvalidArgument(f"crop:{value} pads and crops by as much as the images' side or more "
                                   f"({tuple(input_shape[:2])}).")
 
 

@@ -3,10 +3,10 @@
 How far the cost rises between two networks says whether they lie in one basin (Goodfellow,
 Vinyals & Saxe 2015, arXiv 1412.6544; Frankle et al. 2020, arXiv 1912.05671).
 
-For a stateful model (batch norm), pass ``(params, state)`` pairs: the parameters are mixed, and
-at every point of the line the batch statistics are recomputed from training inputs
-(``stats_x``, default ``x``) with the model's ``batch_statistics(params, x)`` before the cost is
-measured, as Git Re-Basin (Ainsworth et al. 2023, arXiv 2209.04836) and REPAIR (Jordan et al.
+For a stateful model (batch norm, dropout), pass ``(params, state)`` pairs: the parameters are mixed,
+the network is measured in evaluation mode (no dropout), and, where it has batch statistics, at
+every point of the line they are recomputed from training inputs (``stats_x``, default ``x``) with
+the model's ``batch_statistics(params, x)`` before the cost is measured, as Git Re-Basin (Ainsworth et al. 2023, arXiv 2209.04836) and REPAIR (Jordan et al.
 2022, arXiv 2211.08403) do: a mixture of two networks' running statistics describes neither.
 """
 from __future__ import annotations
@@ -47,27 +47,28 @@ def interpolate(model, cost, params_a, params_b, x, y, num: int = 25, *, stats_x
     """
     if isinstance(num, bool) or not isinstance(num, int) or num < 2:
         raise InvalidArgument(f"interpolate needs at least 2 points, got num={num!r}.")
-    (pa, _), (pb, _) = variables(model, params_a, "params_a"), variables(model, params_b, "params_b")
+    (pa, sa), (pb, _) = variables(model, params_a, "params_a"), variables(model, params_b, "params_b")
     check_params(model, pa)
     check_params(model, pb)
-    if is_stateful(model) and not callable(getattr(model, "batch_statistics", None)):
+    recompute = is_stateful(model) and bool(jax.tree.leaves(sa))  # dropout alone has no statistics
+    if recompute and not callable(getattr(model, "batch_statistics", None)):
         raise InvalidArgument(f"Along a line between two stateful networks the batch statistics are recomputed at "
                               f"every point; {type(model).__name__} has no batch_statistics(params, x) to do it "
                               "(jaxgd.CNN has one).")
     stats_x = x if stats_x is None else stats_x
-    return _line(model, cost, pa, pb, jnp.asarray(x), jnp.asarray(y), jnp.asarray(stats_x), num)
+    return _line(model, cost, pa, pb, jnp.asarray(x), jnp.asarray(y), jnp.asarray(stats_x), num, recompute,
+                 sa if is_stateful(model) and not recompute else None)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "cost", "num"))  # one program per model, not per pair
-def _line(model, cost, params_a, params_b, x, y, stats_x, num):
+@functools.partial(jax.jit, static_argnames=("model", "cost", "num", "recompute"))  # one program per model
+def _line(model, cost, params_a, params_b, x, y, stats_x, num, recompute, state):
     alphas = jnp.linspace(0.0, 1.0, num, dtype=jnp.asarray(jax.tree.leaves(params_a)[0]).dtype)
 
     def at(alpha):
         params = _mix(params_a, params_b, alpha)
-        state = model.batch_statistics(params, stats_x) if is_stateful(model) else None
-        return evaluate(model, cost, params, x, y, state=state)
+        return evaluate(model, cost, params, x, y, state=model.batch_statistics(params, stats_x) if recompute else state)
 
-    costs, accs = jax.lax.map(at, alphas) if is_stateful(model) else jax.vmap(at)(alphas)
+    costs, accs = jax.lax.map(at, alphas) if recompute else jax.vmap(at)(alphas)
     return {"alpha": alphas, "cost": costs, "accuracy": accs}
 
 

@@ -8,11 +8,13 @@ convention, the module is called on a batch. Needs ``pip install 'jaxgd[flax]'``
 
 **Batch norm and dropout.** A module with batch statistics (``nnx.BatchNorm``'s ``BatchStat``
 variables, Linen's ``batch_stats`` collection) or dropout (``nnx.Dropout``'s RNG streams; a Linen
-module whose ``__call__`` takes ``train``) follows the protocol's stateful form: its batch
-statistics are the model's state, trained per member and checkpointed. jaxgd replaces the module's
-own RNG streams with the member's key at every step (``nnx.reseed``; Linen's ``rngs={"dropout": key}``),
-and switches training and evaluation modes (``module.train()`` / ``module.eval()``; Linen's
-``train=True/False`` with ``batch_stats`` mutable in training).
+module with a mode switch, below) follows the protocol's stateful form: its batch statistics are the
+model's state, trained per member and checkpointed. jaxgd replaces the module's own RNG streams with
+the member's key at every step (``nnx.reseed``; for Linen ``rngs={"dropout": key, "params": key'}``,
+the second serving every other stream Flax falls back from), and switches training and evaluation
+modes: NNX's ``module.train()`` / ``module.eval()``, and a mode switch of the module's, Linen's or
+NNX's: a ``__call__`` argument ``train``, ``training`` or ``deterministic`` (``deterministic=not
+train``), or for Linen a dataclass field of one of those names (set with ``module.clone``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ import jax.numpy as jnp
 
 from jaxgd.errors import InvalidArgument, InvalidType, MissingDependency
 from jaxgd.io.fingerprint import describe_or_none
+
+#: A module's mode switch: its name -> its value in training (evaluation: the opposite).
+MODE_SWITCHES = {"train": True, "training": True, "deterministic": False}
 
 
 def _flax():
@@ -44,14 +49,25 @@ class FlaxModel:
 
     def __init__(self, make: Callable[[jax.Array], Any], example_x):
         linen, nnx = _flax()
+        import flax.errors
+        if isinstance(make, (nnx.Module, linen.Module)):
+            name = type(make).__name__
+            example = f"{name}(rngs=nnx.Rngs(key))" if isinstance(make, nnx.Module) else f"{name}(...)"
+            raise InvalidType(f"from_flax needs make(key), the function that builds the module, not a built {name}: "
+                              f"e.g. from_flax(lambda key: {example}, example_x), so that every member gets its own "
+                              "initialisation.")
         if not callable(make):
             raise InvalidType(f"from_flax needs make(key) -> a Flax module, got {make!r}.")
         self.make = make
         self.example_shape = tuple(jnp.shape(example_x))
-        if len(self.example_shape) < 1:
-            raise InvalidArgument("from_flax: example_x must be a batch of inputs, shape (batch, ...).")
+        if len(self.example_shape) < 2:
+            raise InvalidArgument(f"from_flax: example_x must be a batch of inputs, shape (batch, *input_shape); "
+                                  f"got shape {self.example_shape} (one example? add a batch axis: x[None]).")
         key = jax.random.key(0)
         module = make(key)
+        self._switch = None  # (name, "arg" or "field") of the module's mode switch
+        if isinstance(module, (nnx.Module, linen.Module)):
+            self._switch = _mode_switch(module, linen)
         if isinstance(module, nnx.Module):
             self.kind = "nnx"
             self._graphdef, params, stats, rest = nnx.split(module, nnx.Param, nnx.BatchStat, ...)
@@ -65,30 +81,37 @@ class FlaxModel:
             self._template, self._stats_template, self._rest = params, stats, rest
             self._streams = tuple(sorted({stream.key.tag for _, stream in nnx.iter_graph(module)
                                           if isinstance(stream, nnx.RngStream)}))
-            self.stateful = bool(jax.tree.leaves(stats)) or bool(self._streams)
+            self.stateful = bool(jax.tree.leaves(stats)) or bool(self._streams) or self._switch is not None
         elif isinstance(module, linen.Module):
             self.kind = "linen"
             self._module = module
             self._example = jnp.zeros(self.example_shape, jnp.asarray(example_x).dtype)
-            self._takes_train = "train" in inspect.signature(module.__call__).parameters
-            kwargs = {"train": False} if self._takes_train else {}
-            collections = set(jax.eval_shape(lambda k: module.init(k, self._example, **kwargs), key))
+            collections = set(jax.eval_shape(lambda k: self._linen(False).init(k, self._example, **self._mode(False)),
+                                             key))
             if not collections <= {"params", "batch_stats"}:
                 raise InvalidArgument(f"from_flax: the Linen module has collections {sorted(collections)}; jaxgd trains "
                                       "'params' and keeps 'batch_stats' as the model's state.")
-            if "batch_stats" in collections and not self._takes_train:
-                raise InvalidArgument("from_flax: the Linen module has batch statistics but its __call__ takes no "
-                                      "'train' argument; jaxgd switches training and evaluation with train=True/False.")
+            if "batch_stats" in collections and self._switch is None:
+                raise InvalidArgument("from_flax: the Linen module has batch statistics but no mode switch (a __call__ "
+                                      "argument or field 'train', 'training' or 'deterministic'); jaxgd switches "
+                                      "training and evaluation with it.")
             self._batch_stats = "batch_stats" in collections
-            self.stateful = self._takes_train
+            self.stateful = self._switch is not None
         else:
             raise InvalidType(f"from_flax: make(key) returned {type(module).__name__}, not a flax.nnx or flax.linen Module.")
         x = jax.ShapeDtypeStruct(self.example_shape, jnp.float32)
-        if self.stateful:
-            params, state = jax.eval_shape(self.init, key)
-            out = jax.eval_shape(lambda p, s, x: self.apply(p, s, x)[0], params, state, x)
-        else:
-            out = jax.eval_shape(self.apply, jax.eval_shape(self.init, key), x)
+        try:
+            if self.stateful:
+                params, state = jax.eval_shape(self.init, key)
+                out = jax.eval_shape(lambda p, s, x: self.apply(p, s, x)[0], params, state, x)
+                jax.eval_shape(lambda p, s, x, k: self.apply(p, s, x, key=k, train=True)[0], params, state, x, key)
+            else:
+                out = jax.eval_shape(self.apply, jax.eval_shape(self.init, key), x)
+        except flax.errors.InvalidRngError as e:
+            raise InvalidArgument(f"from_flax: the module draws random numbers where jaxgd gives it no key ({e}); "
+                                  "a module that draws them in training only needs a mode switch (a __call__ "
+                                  "argument 'train', 'training' or 'deterministic') that turns them off in "
+                                  "evaluation.") from None
         if len(out.shape) != 2 or out.shape[0] != self.example_shape[0]:
             raise InvalidArgument(f"from_flax: the module maps a batch {self.example_shape} to {out.shape}; jaxgd needs "
                                   "logits of shape (batch, classes).")
@@ -102,8 +125,7 @@ class FlaxModel:
             _, params, stats, _ = nnx.split(self.make(key), nnx.Param, nnx.BatchStat, ...)
             params = nnx.to_pure_dict(params)
             return (params, nnx.to_pure_dict(stats)) if self.stateful else params
-        kwargs = {"train": False} if self._takes_train else {}
-        variables = self.make(key).init(key, self._example, **kwargs)
+        variables = self._linen(False, self.make(key)).init(key, self._example, **self._mode(False))
         if not self.stateful:
             return variables["params"]
         return variables["params"], dict(variables.get("batch_stats", {}))
@@ -121,11 +143,13 @@ class FlaxModel:
         state, x = args
         if self.kind == "linen":
             variables = {"params": params, **({"batch_stats": state} if self._batch_stats else {})}
-            rngs = {"dropout": key} if train and key is not None else {}
+            module = self._linen(train)
             if not train:
-                return self._module.apply(variables, x, train=False), state
-            logits, updated = self._module.apply(variables, x, train=True, rngs=rngs,
-                                                 mutable=["batch_stats"] if self._batch_stats else [])
+                return module.apply(variables, x, **self._mode(False)), state
+            # "dropout" is Flax's stream for dropout; a module's other streams fall back to "params"
+            rngs = {} if key is None else {"dropout": jax.random.fold_in(key, 0), "params": jax.random.fold_in(key, 1)}
+            logits, updated = module.apply(variables, x, rngs=rngs, mutable=["batch_stats"] if self._batch_stats else [],
+                                           **self._mode(True))
             return logits, dict(updated.get("batch_stats", state)) if self._batch_stats else state
         module = nnx.merge(self._graphdef, self._fill(self._template, params),
                            self._fill(self._stats_template, state),
@@ -136,8 +160,24 @@ class FlaxModel:
                 nnx.reseed(module, **{tag: jax.random.fold_in(key, i) for i, tag in enumerate(self._streams)})
         else:
             module.eval()
-        logits = module(x)
+        logits = module(x, **self._mode(train))
         return logits, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
+
+    def _mode(self, train: bool) -> dict:
+        """The keyword argument that puts the module in training or evaluation mode (none without one)."""
+        if self._switch is None or self._switch[1] != "arg":
+            return {}
+        name = self._switch[0]
+        return {name: train if MODE_SWITCHES[name] else not train}
+
+    def _linen(self, train: bool, module=None):
+        """The Linen module (``module``, default the one built at wrapping), its mode field (if it has one) set
+        for training or evaluation."""
+        module = self._module if module is None else module
+        if self._switch is None or self._switch[1] != "field":
+            return module
+        name = self._switch[0]
+        return module.clone(**{name: train if MODE_SWITCHES[name] else not train})
 
     @staticmethod
     def _fill(template, values):
@@ -157,6 +197,21 @@ class FlaxModel:
 
     def __repr__(self):
         return f"from_flax({getattr(self.make, '__qualname__', self.make)!s}, example_x {self.example_shape})"
+
+
+def _mode_switch(module, linen) -> tuple[str, str] | None:
+    """The module's mode switch: ``(name, "arg")`` for a ``__call__`` argument, ``(name, "field")`` for a Linen
+    dataclass field; ``None`` if it has none. Two are refused: jaxgd would not know which one rules."""
+    import dataclasses
+
+    args = [a for a in MODE_SWITCHES if a in inspect.signature(module.__call__).parameters]
+    fields = ([f.name for f in dataclasses.fields(module) if f.name in MODE_SWITCHES]
+              if isinstance(module, linen.Module) else [])
+    found = [(a, "arg") for a in args] + [(f, "field") for f in fields]
+    if len(found) > 1:
+        raise InvalidArgument(f"from_flax: the module has several mode switches ({', '.join(n for n, _ in found)}); "
+                              "jaxgd switches training and evaluation with one.")
+    return found[0] if found else None
 
 
 def from_flax(make: Callable[[jax.Array], Any], example_x) -> FlaxModel:

@@ -9,6 +9,9 @@ from jaxgd.io.files import load_params
 from jaxgd.models import from_record
 from jaxgd.runs.rundir import CONFIG, verify
 
+#: A stateful model's state at the end of a run (batch norm's running statistics), beside ``params.npz``.
+STATE_FILE = "model_state.npz"
+
 
 class Run:
     """A finished run read back from its directory (:func:`load_run`).
@@ -20,12 +23,15 @@ class Run:
       history: ``metrics.json``'s history as NumPy arrays, the evaluations on the last axis.
       model: the model, rebuilt from its record (``jaxgd.MLP`` and ``jaxgd.models.CNN``; ``None`` for others).
       params: ``params.npz``, in the model's layout (a leading member axis for a population).
+      model_state: a stateful model's state (``model_state.npz``: batch norm's running statistics, which its
+        evaluation uses: ``model.apply(params, model_state, x)``); ``None`` for a model without one.
     """
 
-    def __init__(self, path, config, metrics, model, params):
+    def __init__(self, path, config, metrics, model, params, model_state=None):
         import numpy as np
 
         self.path, self.config, self.metrics, self.model, self.params = Path(path), config, metrics, model, params
+        self.model_state = model_state
         self.history = {k: np.asarray(v, dtype=float if k != "epoch" else int)
                         for k, v in metrics.get("history", {}).items()}
 
@@ -38,8 +44,9 @@ def load_run(path, *, like=None, check: bool = True) -> Run:
 
     Args:
       path: the run's directory.
-      like: parameters of the model's structure (``model.init(key)``), for models that cannot be rebuilt
-        from their record (Flax, Equinox, your own); an MLP's and a CNN's are rebuilt by name.
+      like: ``model.init(key)``, for models that cannot be rebuilt from their record (Flax, Equinox, your
+        own): parameters of the model's structure, or a stateful model's ``(params, state)`` pair, which
+        gives the structure of both; an MLP's and a CNN's are rebuilt by name.
       check: refuse a directory that does not :func:`verify` (changed files, an unfinished run).
     """
     path = Path(path)
@@ -50,5 +57,10 @@ def load_run(path, *, like=None, check: bool = True) -> Run:
     config = json.loads((path / CONFIG).read_text())
     metrics = json.loads((path / "metrics.json").read_text())
     model = from_record(config.get("model"))
-    params = load_params(path / "params.npz", like)
-    return Run(path, config, metrics, model, params)
+    has_state = (path / STATE_FILE).is_file()
+    like_params, like_state = like, None
+    if has_state and isinstance(like, tuple) and len(like) == 2:
+        like_params, like_state = like
+    params = load_params(path / "params.npz", like_params)
+    state = load_params(path / STATE_FILE, like_state) if has_state else None
+    return Run(path, config, metrics, model, params, state)
