@@ -425,6 +425,8 @@ def test_the_command_line_trains_batch_norm_dropout_and_augmentation_and_resumes
     assert abs(accuracy - loaded.metrics["test_accuracy"]) <= 1 / len(digits.y_test), accuracy
     _, initial = loaded.model.init(jax.random.key(0))  # not the initial statistics
     assert max_diff(initial, loaded.model_state) > 0.1
+    pair = jaxgd.load_run(whole, like=loaded.model.init(jax.random.key(0)))  # a stateful model's (params, state)
+    assert max_diff(pair.params, loaded.params) == 0.0 and max_diff(pair.model_state, loaded.model_state) == 0.0
 
 
 def test_bad_regularizer_options_exit_2_in_one_line(tmp_path, capsys):
@@ -434,3 +436,26 @@ def test_bad_regularizer_options_exit_2_in_one_line(tmp_path, capsys):
         assert main(["train", *argv, "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_linen_field_filled_by_its_argument_is_one_switch_and_factories_that_are_modules_are_taken(digits):
+    """Flax's ``nn.merge_param`` pattern (a field ``train = None`` that the argument fills); eqx.Partial."""
+    import equinox as eqx
+    from flax import linen as nn
+
+    class Merged(nn.Module):
+        train: bool | None = None
+
+        @nn.compact
+        def __call__(self, x, train: bool | None = None):
+            train = nn.merge_param("train", self.train, train)
+            h = nn.BatchNorm(use_running_average=not train)(nn.Dense(16)(x.reshape(x.shape[0], -1)))
+            return nn.Dense(10)(h)
+
+    x = digits.x_test[:20].reshape(-1, 8, 8, 1)
+    model = jaxgd.from_flax(lambda k: Merged(), x[:2])
+    params, state = model.init(jax.random.key(0))
+    assert max_diff(model.apply(params, state, x, key=jax.random.key(1), train=True)[1], state) > 1e-3
+    assert max_diff(model.apply(params, state, x)[1], state) == 0.0
+    made = jaxgd.from_equinox(eqx.Partial(lambda key, width: eqx.nn.MLP(64, 10, width, 1, key=key), width=8))
+    assert [a.shape for a in jax.tree.leaves(made.init(jax.random.key(0)))] == [(8, 64), (8,), (10, 8), (10,)]

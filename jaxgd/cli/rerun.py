@@ -1,7 +1,8 @@
 """``jaxgd rerun RUN_DIR``: train again from a finished run's ``config.json`` and compare the results.
 
 The run is replayed into a new directory (never into the one it checks) through ``jaxgd train``
-itself; ``metrics.json`` and ``params.npz`` must then be equal byte for byte, wall-clock fields
+itself; ``metrics.json`` and ``params.npz`` (and ``model_state.npz``, batch norm's statistics, where the
+recorded run has it) must then be equal byte for byte, wall-clock fields
 aside. Versions, platform and data that differ from the recorded run are reported beside the verdict.
 """
 from __future__ import annotations
@@ -121,6 +122,8 @@ def command(args) -> int:
     def verdict() -> int:
         for note in provenance_differences(run_dir, out):
             print(f"jaxgd rerun: note: {note}")
+        if (out / "model_state.npz").is_file() and not (run_dir / "model_state.npz").is_file():
+            print(f"jaxgd rerun: note: {run_dir} predates model_state.npz (batch norm's statistics): not compared")
         diffs = compare_runs(run_dir, out)
         if diffs:
             print(f"jaxgd rerun: NOT reproduced: {'; '.join(diffs)}", file=sys.stderr)

@@ -39,8 +39,9 @@ def variables(model, value, name: str = "params"):
 def interpolate(model, cost, params_a, params_b, x, y, num: int = 25, *, stats_x=None) -> dict:
     """Cost and accuracy at ``num`` evenly spaced points of the segment from ``params_a`` to ``params_b``.
 
-    For a stateful model ``params_a`` and ``params_b`` are ``(params, state)`` pairs and the batch
-    statistics are recomputed at every point from ``stats_x`` (default ``x``; see the module docstring).
+    For a stateful model ``params_a`` and ``params_b`` are ``(params, state)`` pairs, measured in evaluation
+    mode, and batch statistics, where the model has them, are recomputed at every point from ``stats_x``
+    (default ``x``; see the module docstring).
 
     Returns:
       ``{"alpha": (num,), "cost": (num,), "accuracy": (num,)}``; ``alpha = 0`` is ``params_a``.
@@ -74,7 +75,7 @@ def _line(model, cost, params_a, params_b, x, y, stats_x, num, recompute, state)
 
 def barrier(model, cost, params_a, params_b, x, y, num: int = 25, *, stats_x=None) -> jax.Array:
     """The loss barrier: the highest cost on the segment minus the mean of the two endpoints' costs (for a
-    stateful model, with the statistics recomputed at every point, the endpoints included)."""
+    model with batch statistics, recomputed at every point, the endpoints included)."""
     return rise(interpolate(model, cost, params_a, params_b, x, y, num, stats_x=stats_x)["cost"])
 
 

@@ -45,7 +45,8 @@ class EquinoxModel:
 
     def __init__(self, make: Callable[[jax.Array], Any]):
         eqx = _eqx()
-        if isinstance(make, eqx.Module):
+        if isinstance(make, eqx.Module) and jax.tree.leaves(eqx.filter(make, eqx.is_inexact_array)):
+            # a built network (it holds weights), not a factory such as eqx.Partial or eqx.filter_jit(make)
             raise InvalidType(f"from_equinox needs make(key), the function that builds the module, not a built "
                               f"{type(make).__name__}: e.g. from_equinox(lambda key: {type(make).__name__}(..., key=key)), "
                               "so that every member gets its own initialisation.")
@@ -116,7 +117,10 @@ class EquinoxModel:
         make, _ = describe_or_none(self.make)
         shapes = jax.eval_shape(self.init, jax.random.key(0))
         params = shapes[0] if self.stateful else shapes
-        record = {"model": "equinox", "make": make, "params": [list(a.shape) for a in jax.tree.leaves(params)]}
+        # "modes": how jaxgd switches the module's modes (2: inference_mode both ways); a checkpoint trained the
+        # older way is not resumed the newer
+        record = {"model": "equinox", "make": make, "modes": 2,
+                  "params": [list(a.shape) for a in jax.tree.leaves(params)]}
         if self.stateful:
             record["state"] = [list(a.shape) for a in jax.tree.leaves(shapes[1])]
         return record

@@ -10,8 +10,8 @@ convention, the module is called on a batch. Needs ``pip install 'jaxgd[flax]'``
 variables, Linen's ``batch_stats`` collection) or dropout (``nnx.Dropout``'s RNG streams; a Linen
 module with a mode switch, below) follows the protocol's stateful form: its batch statistics are the
 model's state, trained per member and checkpointed. jaxgd replaces the module's own RNG streams with
-the member's key at every step (``nnx.reseed``; for Linen ``rngs={"dropout": key, "params": key'}``,
-the second serving every other stream Flax falls back from), and switches training and evaluation
+the member's key at every step (``nnx.reseed``; for Linen ``rngs={"dropout": ..., "params": ...}``, two
+keys folded from the member's, the second serving every other stream, which Flax falls back to it), and switches training and evaluation
 modes: NNX's ``module.train()`` / ``module.eval()``, and a mode switch of the module's, Linen's or
 NNX's: a ``__call__`` argument ``train``, ``training`` or ``deterministic`` (``deterministic=not
 train``), or for Linen a dataclass field of one of those names (set with ``module.clone``).
@@ -110,8 +110,8 @@ class FlaxModel:
         except flax.errors.InvalidRngError as e:
             raise InvalidArgument(f"from_flax: the module draws random numbers where jaxgd gives it no key ({e}); "
                                   "a module that draws them in training only needs a mode switch (a __call__ "
-                                  "argument 'train', 'training' or 'deterministic') that turns them off in "
-                                  "evaluation.") from None
+                                  "argument, or a Linen field, 'train', 'training' or 'deterministic') that turns "
+                                  "them off in evaluation.") from None
         if len(out.shape) != 2 or out.shape[0] != self.example_shape[0]:
             raise InvalidArgument(f"from_flax: the module maps a batch {self.example_shape} to {out.shape}; jaxgd needs "
                                   "logits of shape (batch, classes).")
@@ -189,7 +189,9 @@ class FlaxModel:
     def describe(self) -> dict:
         make, _ = describe_or_none(self.make)
         shapes = jax.eval_shape(self.init, jax.random.key(0))
-        record = {"model": f"flax.{self.kind}", "make": make}
+        # "modes": how jaxgd switches the module's modes and keys its streams (2: mode switches, fold_in keys);
+        # a checkpoint trained the older way is not resumed the newer
+        record = {"model": f"flax.{self.kind}", "make": make, "modes": 2}
         if not self.stateful:
             return {**record, "params": jax.tree.map(lambda a: list(a.shape), shapes)}
         return {**record, "params": jax.tree.map(lambda a: list(a.shape), shapes[0]),
@@ -200,14 +202,16 @@ class FlaxModel:
 
 
 def _mode_switch(module, linen) -> tuple[str, str] | None:
-    """The module's mode switch: ``(name, "arg")`` for a ``__call__`` argument, ``(name, "field")`` for a Linen
-    dataclass field; ``None`` if it has none. Two are refused: jaxgd would not know which one rules."""
+    """The module's mode switch: ``(name, "arg")`` for a ``__call__`` argument, else ``(name, "field")`` for a
+    Linen dataclass field; ``None`` if it has none. An argument rules over a field (Flax's ``nn.merge_param``
+    pattern: a field ``train = None`` that the argument fills); two arguments, or two fields, are refused: jaxgd
+    would not know which one rules."""
     import dataclasses
 
     args = [a for a in MODE_SWITCHES if a in inspect.signature(module.__call__).parameters]
     fields = ([f.name for f in dataclasses.fields(module) if f.name in MODE_SWITCHES]
               if isinstance(module, linen.Module) else [])
-    found = [(a, "arg") for a in args] + [(f, "field") for f in fields]
+    found = [(a, "arg") for a in args] if args else [(f, "field") for f in fields]
     if len(found) > 1:
         raise InvalidArgument(f"from_flax: the module has several mode switches ({', '.join(n for n, _ in found)}); "
                               "jaxgd switches training and evaluation with one.")

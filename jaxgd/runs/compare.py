@@ -16,8 +16,9 @@ PROVENANCE = ("jaxgd", "jax", "jaxlib", "optax", "numpy", "python", "backend", "
 
 
 def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz", "model_state.npz")) -> list[str]:
-    """Differences between two run directories' result files, wall-clock fields aside (empty if none); an array
-    file that neither run has (``model_state.npz`` of a model without state) is no difference."""
+    """Differences between ``b``, a replay, and ``a``, the recorded run: their result files, wall-clock fields aside
+    (empty if none). An array file ``a`` lacks is not compared (``model_state.npz``: a model without batch
+    statistics, or a run recorded before jaxgd wrote it); one that ``a`` has and ``b`` lacks is a difference."""
 
     def strip(obj):
         return {k: v for k, v in obj.items() if k not in WALL_CLOCK_FIELDS} if isinstance(obj, dict) else obj
@@ -29,10 +30,10 @@ def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz"
             if x.get(key) != y.get(key):
                 diffs.append(f"{name}: {key} differs")
     for name in arrays:
-        if not (a / name).is_file() and not (b / name).is_file():
+        if not (a / name).is_file():
             continue
-        if not (a / name).is_file() or not (b / name).is_file():
-            diffs.append(f"{name}: in one run only")
+        if not (b / name).is_file():
+            diffs.append(f"{name}: missing")
             continue
         fa, fb = read_arrays(a / name), read_arrays(b / name)  # bounded: a zip bomb is refused, not inflated
         for key in sorted(set(fa) | set(fb)):

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from jaxgd.errors import RunDirError
-from jaxgd.io.files import load_params
+from jaxgd.io.files import flatten_params, load_params, read_arrays, unflatten_params
 from jaxgd.models import from_record
 from jaxgd.runs.rundir import CONFIG, verify
 
@@ -23,8 +23,9 @@ class Run:
       history: ``metrics.json``'s history as NumPy arrays, the evaluations on the last axis.
       model: the model, rebuilt from its record (``jaxgd.MLP`` and ``jaxgd.models.CNN``; ``None`` for others).
       params: ``params.npz``, in the model's layout (a leading member axis for a population).
-      model_state: a stateful model's state (``model_state.npz``: batch norm's running statistics, which its
-        evaluation uses: ``model.apply(params, model_state, x)``); ``None`` for a model without one.
+      model_state: batch norm's running statistics (``model_state.npz``), which evaluation uses:
+        ``model.apply(params, model_state, x)``, under ``jax.vmap`` for a population (a leading member axis);
+        ``None`` for a model without them (dropout alone) and for a run written before jaxgd kept them.
     """
 
     def __init__(self, path, config, metrics, model, params, model_state=None):
@@ -57,10 +58,10 @@ def load_run(path, *, like=None, check: bool = True) -> Run:
     config = json.loads((path / CONFIG).read_text())
     metrics = json.loads((path / "metrics.json").read_text())
     model = from_record(config.get("model"))
-    has_state = (path / STATE_FILE).is_file()
+    arrays = read_arrays(path / "params.npz")
     like_params, like_state = like, None
-    if has_state and isinstance(like, tuple) and len(like) == 2:
-        like_params, like_state = like
-    params = load_params(path / "params.npz", like_params)
-    state = load_params(path / STATE_FILE, like_state) if has_state else None
+    if isinstance(like, tuple) and len(like) == 2 and set(flatten_params(like[0])) == set(arrays):
+        like_params, like_state = like  # a stateful model's (params, state)
+    params = unflatten_params(arrays, like_params)
+    state = load_params(path / STATE_FILE, like_state) if (path / STATE_FILE).is_file() else None
     return Run(path, config, metrics, model, params, state)
