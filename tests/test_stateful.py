@@ -459,3 +459,39 @@ def test_a_linen_field_filled_by_its_argument_is_one_switch_and_factories_that_a
     assert max_diff(model.apply(params, state, x)[1], state) == 0.0
     made = jaxgd.from_equinox(eqx.Partial(lambda key, width: eqx.nn.MLP(64, 10, width, 1, key=key), width=8))
     assert [a.shape for a in jax.tree.leaves(made.init(jax.random.key(0)))] == [(8, 64), (8,), (10, 8), (10,)]
+
+
+def test_flax_batch_norm_statistics_are_recomputed_along_lines(digits):
+    """A Flax network's batch statistics recomputed from inputs are those inputs' own (dropout off), for NNX
+    and Linen; lines between two such networks are measured with them."""
+    from flax import linen as nn, nnx
+
+    x, y = digits.x_test[:100].reshape(-1, 8, 8, 1), digits.y_test[:100]
+
+    class Nnx(nnx.Module):
+        def __init__(self, rngs):
+            self.conv, self.norm = nnx.Conv(1, 8, (3, 3), rngs=rngs), nnx.BatchNorm(8, rngs=rngs)
+            self.drop, self.out = nnx.Dropout(0.5, rngs=rngs), nnx.Linear(8 * 64, 10, rngs=rngs)
+
+        def __call__(self, x):  # dropout before batch norm: its statistics are of the undropped inputs
+            h = nnx.relu(self.norm(self.drop(self.conv(x))))
+            return self.out(h.reshape(h.shape[0], -1))
+
+    class Linen(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            h = nn.Dropout(0.5, deterministic=not train)(nn.Conv(8, (3, 3))(x))
+            h = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(h))
+            return nn.Dense(10)(h.reshape(h.shape[0], -1))
+
+    for make, conv, norm in ((lambda k: Nnx(nnx.Rngs(k)), "conv", "norm"), (lambda k: Linen(), "Conv_0", "BatchNorm_0")):
+        model = jaxgd.from_flax(make, x[:2])
+        a, b = model.init(jax.random.key(0)), model.init(jax.random.key(1))
+        stats = model.batch_statistics(a[0], x)
+        z = jax.lax.conv_general_dilated(x, a[0][conv]["kernel"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + a[0][conv]["bias"]
+        assert np.allclose(stats[norm]["mean"], z.mean(axis=(0, 1, 2)), atol=1e-5)
+        assert np.allclose(stats[norm]["var"], z.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+        line = jaxgd.landscape.interpolate(model, "cross_entropy", a, b, x, y, num=3)
+        cost, _ = jaxgd.training.evaluation.evaluate(model, "cross_entropy", a[0], x, y, state=stats)
+        assert abs(float(line["cost"][0]) - float(cost)) <= 1e-5

@@ -55,7 +55,7 @@ def interpolate(model, cost, params_a, params_b, x, y, num: int = 25, *, stats_x
     if recompute and not callable(getattr(model, "batch_statistics", None)):
         raise InvalidArgument(f"Along a line between two stateful networks the batch statistics are recomputed at "
                               f"every point; {type(model).__name__} has no batch_statistics(params, x) to do it "
-                              "(jaxgd.CNN has one).")
+                              "(jaxgd.CNN and from_flax models have one).")
     stats_x = x if stats_x is None else stats_x
     return _line(model, cost, pa, pb, jnp.asarray(x), jnp.asarray(y), jnp.asarray(stats_x), num, recompute,
                  sa if is_stateful(model) and not recompute else None)

@@ -15,6 +15,7 @@ keys folded from the member's, the second serving every other stream, which Flax
 modes: NNX's ``module.train()`` / ``module.eval()``, and a mode switch of the module's, Linen's or
 NNX's: a ``__call__`` argument ``train``, ``training`` or ``deterministic`` (``deterministic=not
 train``), or for Linen a dataclass field of one of those names (set with ``module.clone``).
+:meth:`FlaxModel.batch_statistics` recomputes the statistics from inputs, for the landscape's lines.
 """
 from __future__ import annotations
 
@@ -162,6 +163,66 @@ class FlaxModel:
             module.eval()
         logits = module(x, **self._mode(train))
         return logits, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
+
+    def batch_statistics(self, params, x: jax.Array, batch_size: int = 256):
+        """The batch statistics recomputed from the inputs ``x (n, *input_shape)``: each ``nnx.BatchNorm`` (or
+        Linen ``nn.BatchNorm``) layer's batch means and variances in training mode (no dropout), averaged over
+        batches of ``batch_size`` (the last partial batch left out when there are several), as
+        :meth:`jaxgd.CNN.batch_statistics` and as Git Re-Basin and REPAIR reset statistics after changing the
+        weights (Jordan et al. 2022, arXiv 2211.08403). The landscape's lines call it at every point."""
+        linen, nnx = _flax()
+        if not self.stateful:
+            raise InvalidArgument("batch_statistics: the module has no batch statistics.")
+        n = x.shape[0]
+        size = min(batch_size, n)
+        batches = x[:n // size * size].reshape((n // size, size) + x.shape[1:])
+        if self.kind == "nnx":
+            zero = jax.tree.map(jnp.zeros_like, nnx.to_pure_dict(self._stats_template))
+
+            def one(xb):  # momentum 0: each layer's "running" statistics are the batch's own
+                module = nnx.merge(self._graphdef, self._fill(self._template, params), self._fill(self._stats_template, zero),
+                                   jax.tree.map(lambda v: v, self._rest))
+                module.train()
+                layers = [(path, node) for path, node in nnx.iter_graph(module) if isinstance(node, nnx.BatchNorm)]
+                for _, node in nnx.iter_graph(module):
+                    if isinstance(node, nnx.Dropout):
+                        node.deterministic = True
+                for _, node in layers:
+                    node.momentum = 0.0
+                owned = {tuple(path) for path, _ in layers}
+                stats = nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
+                others = [p for p, _ in jax.tree_util.tree_flatten_with_path(stats)[0]
+                          if tuple(k.key for k in p[:-1]) not in owned]
+                if others:
+                    raise InvalidArgument(f"batch_statistics: the module keeps BatchStat variables outside nnx.BatchNorm "
+                                          f"layers ({jax.tree_util.keystr(others[0])}); jaxgd recomputes those of "
+                                          "nnx.BatchNorm only.")
+                module(xb, **self._mode(True))
+                return nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
+        else:
+            def reset(next_fun, args, kwargs, context):  # Linen: the batch's statistics in place of the average
+                layer = context.module
+                if context.method_name != "__call__":
+                    return next_fun(*args, **kwargs)
+                if isinstance(layer, linen.Dropout):
+                    return args[0]
+                if not isinstance(layer, linen.BatchNorm) or not layer.is_mutable_collection("batch_stats"):
+                    return next_fun(*args, **kwargs)
+                for name in ("mean", "var"):
+                    layer.put_variable("batch_stats", name, jnp.zeros_like(layer.get_variable("batch_stats", name)))
+                out = next_fun(*args, **kwargs)
+                for name in ("mean", "var"):  # momentum * 0 + (1 - momentum) * the batch's
+                    layer.put_variable("batch_stats", name, layer.get_variable("batch_stats", name) / (1 - layer.momentum))
+                return out
+
+            def one(xb):
+                zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(self.init, jax.random.key(0))[1])
+                with linen.intercept_methods(reset):
+                    _, updated = self._linen(True).apply({"params": params, "batch_stats": zero}, xb,
+                                                         mutable=["batch_stats"], **self._mode(True))
+                return dict(updated["batch_stats"])
+
+        return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.lax.map(one, batches))
 
     def _mode(self, train: bool) -> dict:
         """The keyword argument that puts the module in training or evaluation mode (none without one)."""
