@@ -453,10 +453,11 @@ def test_a_linen_field_filled_by_its_argument_is_one_switch_and_factories_that_a
             return nn.Dense(10)(h)
 
     x = digits.x_test[:20].reshape(-1, 8, 8, 1)
-    model = jaxgd.from_flax(lambda k: Merged(), x[:2])
-    params, state = model.init(jax.random.key(0))
-    assert max_diff(model.apply(params, state, x, key=jax.random.key(1), train=True)[1], state) > 1e-3
-    assert max_diff(model.apply(params, state, x)[1], state) == 0.0
+    for built in (Merged(), Merged(train=False)):  # the argument fills the field; the field set: jaxgd sets it
+        model = jaxgd.from_flax(lambda k, built=built: built, x[:2])
+        params, state = model.init(jax.random.key(0))
+        assert max_diff(model.apply(params, state, x, key=jax.random.key(1), train=True)[1], state) > 1e-3
+        assert max_diff(model.apply(params, state, x)[1], state) == 0.0
     made = jaxgd.from_equinox(eqx.Partial(lambda key, width: eqx.nn.MLP(64, 10, width, 1, key=key), width=8))
     assert [a.shape for a in jax.tree.leaves(made.init(jax.random.key(0)))] == [(8, 64), (8,), (10, 8), (10,)]
 

@@ -265,14 +265,16 @@ class FlaxModel:
 def _mode_switch(module, linen) -> tuple[str, str] | None:
     """The module's mode switch: ``(name, "arg")`` for a ``__call__`` argument, else ``(name, "field")`` for a
     Linen dataclass field; ``None`` if it has none. An argument rules over a field (Flax's ``nn.merge_param``
-    pattern: a field ``train = None`` that the argument fills); two arguments, or two fields, are refused: jaxgd
-    would not know which one rules."""
+    pattern: a field ``train = None`` that the argument fills), unless that field of the same name is set on
+    the built module; two arguments, or two fields, are refused: jaxgd would not know which one rules."""
     import dataclasses
 
     args = [a for a in MODE_SWITCHES if a in inspect.signature(module.__call__).parameters]
     fields = ([f.name for f in dataclasses.fields(module) if f.name in MODE_SWITCHES]
               if isinstance(module, linen.Module) else [])
     found = [(a, "arg") for a in args] if args else [(f, "field") for f in fields]
+    if len(found) == 1 and found[0][0] in fields and getattr(module, found[0][0]) is not None:
+        found = [(found[0][0], "field")]  # merge_param with the field set: the argument must stay None
     if len(found) > 1:
         raise InvalidArgument(f"from_flax: the module has several mode switches ({', '.join(n for n, _ in found)}); "
                               "jaxgd switches training and evaluation with one.")
