@@ -99,6 +99,7 @@ def command(args) -> int:
     start_distributed(args)
     from jaxgd.parallel import distributed
     from jaxgd.runs.compare import compare_runs, provenance_differences
+    from jaxgd.runs.rundir import STATE_FILE
 
     run_dir = Path(args.run_dir)
     info = distributed.from_process_zero(lambda: inspect_run(run_dir, args.out))
@@ -122,14 +123,14 @@ def command(args) -> int:
     def verdict() -> int:
         for note in provenance_differences(run_dir, out):
             print(f"jaxgd rerun: note: {note}")
-        if (out / "model_state.npz").is_file() and not (run_dir / "model_state.npz").is_file():
-            print(f"jaxgd rerun: note: {run_dir} predates model_state.npz (batch norm's statistics): not compared")
+        recorded_state = (run_dir / STATE_FILE).is_file()
+        if (out / STATE_FILE).is_file() and not recorded_state:
+            print(f"jaxgd rerun: note: {run_dir} predates {STATE_FILE} (batch norm's statistics): not compared")
         diffs = compare_runs(run_dir, out)
         if diffs:
             print(f"jaxgd rerun: NOT reproduced: {'; '.join(diffs)}", file=sys.stderr)
             return 1
-        files = ("metrics.json, params.npz and model_state.npz" if (run_dir / "model_state.npz").is_file()
-                 else "metrics.json and params.npz")
+        files = f"metrics.json, params.npz and {STATE_FILE}" if recorded_state else "metrics.json and params.npz"
         print(f"jaxgd rerun: reproduced {run_dir}/{files} exactly (wall-clock fields aside)")
         return 0
 

@@ -204,7 +204,7 @@ def write_results(work: Path, result, data, members, args) -> dict:
     from jaxgd.io.files import flatten_params, save_npz, write_json
     from jaxgd.mlp import MLP
     from jaxgd.models import num_params
-    from jaxgd.runs.load import STATE_FILE
+    from jaxgd.runs.rundir import STATE_FILE
 
     model, config, h = result.model, result.config, result.history
     final = {name: result.final(name) for name in ("train_accuracy", "test_accuracy", "train_cost", "test_cost",

@@ -6,8 +6,9 @@ Vinyals & Saxe 2015, arXiv 1412.6544; Frankle et al. 2020, arXiv 1912.05671).
 For a stateful model (batch norm, dropout), pass ``(params, state)`` pairs: the parameters are mixed,
 the network is measured in evaluation mode (no dropout), and, where it has batch statistics, at
 every point of the line they are recomputed from training inputs (``stats_x``, default ``x``) with
-the model's ``batch_statistics(params, x)`` before the cost is measured, as Git Re-Basin (Ainsworth et al. 2023, arXiv 2209.04836) and REPAIR (Jordan et al.
-2022, arXiv 2211.08403) do: a mixture of two networks' running statistics describes neither.
+the model's ``batch_statistics(params, x)`` before the cost is measured, as Git Re-Basin (Ainsworth
+et al. 2023, arXiv 2209.04836) and REPAIR (Jordan et al. 2022, arXiv 2211.08403) do: a mixture of
+two networks' running statistics describes neither.
 """
 from __future__ import annotations
 

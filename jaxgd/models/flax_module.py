@@ -183,13 +183,13 @@ class FlaxModel:
                 module = nnx.merge(self._graphdef, self._fill(self._template, params), self._fill(self._stats_template, zero),
                                    jax.tree.map(lambda v: v, self._rest))
                 module.train()
-                layers = [(path, node) for path, node in nnx.iter_graph(module) if isinstance(node, nnx.BatchNorm)]
-                for _, node in nnx.iter_graph(module):
+                owned = set()
+                for path, node in nnx.iter_graph(module):
                     if isinstance(node, nnx.Dropout):
                         node.deterministic = True
-                for _, node in layers:
-                    node.momentum = 0.0
-                owned = {tuple(path) for path, _ in layers}
+                    elif isinstance(node, nnx.BatchNorm):
+                        node.momentum = 0.0
+                        owned.add(tuple(path))
                 stats = nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
                 others = [p for p, _ in jax.tree_util.tree_flatten_with_path(stats)[0]
                           if tuple(k.key for k in p[:-1]) not in owned]
@@ -215,8 +215,9 @@ class FlaxModel:
                     layer.put_variable("batch_stats", name, layer.get_variable("batch_stats", name) / (1 - layer.momentum))
                 return out
 
+            zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(self.init, jax.random.key(0))[1])
+
             def one(xb):
-                zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(self.init, jax.random.key(0))[1])
                 with linen.intercept_methods(reset):
                     _, updated = self._linen(True).apply({"params": params, "batch_stats": zero}, xb,
                                                          mutable=["batch_stats"], **self._mode(True))
@@ -224,21 +225,24 @@ class FlaxModel:
 
         return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.lax.map(one, batches))
 
-    def _mode(self, train: bool) -> dict:
-        """The keyword argument that puts the module in training or evaluation mode (none without one)."""
-        if self._switch is None or self._switch[1] != "arg":
+    def _switched(self, where: str, train: bool) -> dict:
+        """``{switch: its value}`` for training or evaluation if the module's switch is ``where`` (``"arg"``,
+        ``"field"``), else ``{}``."""
+        if self._switch is None or self._switch[1] != where:
             return {}
         name = self._switch[0]
         return {name: train if MODE_SWITCHES[name] else not train}
+
+    def _mode(self, train: bool) -> dict:
+        """The keyword argument that puts the module in training or evaluation mode (none without one)."""
+        return self._switched("arg", train)
 
     def _linen(self, train: bool, module=None):
         """The Linen module (``module``, default the one built at wrapping), its mode field (if it has one) set
         for training or evaluation."""
         module = self._module if module is None else module
-        if self._switch is None or self._switch[1] != "field":
-            return module
-        name = self._switch[0]
-        return module.clone(**{name: train if MODE_SWITCHES[name] else not train})
+        field = self._switched("field", train)
+        return module.clone(**field) if field else module
 
     @staticmethod
     def _fill(template, values):

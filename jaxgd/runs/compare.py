@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from jaxgd.io.files import read_arrays
+from jaxgd.runs.rundir import STATE_FILE
 
 #: Fields of a run's files that record when and how long, not what: left out of comparisons.
 WALL_CLOCK_FIELDS = ("wall_seconds", "first_epoch_seconds", "environment")
@@ -15,7 +16,7 @@ PROVENANCE = ("jaxgd", "jax", "jaxlib", "optax", "numpy", "python", "backend", "
               "XLA_FLAGS")
 
 
-def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz", "model_state.npz")) -> list[str]:
+def compare_runs(a: Path, b: Path, files=("metrics.json",), arrays=("params.npz", STATE_FILE)) -> list[str]:
     """Differences between ``b``, a replay, and ``a``, the recorded run: their result files, wall-clock fields aside
     (empty if none). An array file ``a`` lacks is not compared (``model_state.npz``: a model without batch
     statistics, or a run recorded before jaxgd wrote it); one that ``a`` has and ``b`` lacks is a difference."""

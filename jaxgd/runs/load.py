@@ -7,10 +7,7 @@ from pathlib import Path
 from jaxgd.errors import RunDirError
 from jaxgd.io.files import flatten_params, load_params, read_arrays, unflatten_params
 from jaxgd.models import from_record
-from jaxgd.runs.rundir import CONFIG, verify
-
-#: A stateful model's state at the end of a run (batch norm's running statistics), beside ``params.npz``.
-STATE_FILE = "model_state.npz"
+from jaxgd.runs.rundir import CONFIG, STATE_FILE, verify
 
 
 class Run:

@@ -39,6 +39,8 @@ MANIFEST = "manifest.json"
 LOCK = ".jaxgd.lock"
 PENDING = ".pending"
 CONFIG = "config.json"
+#: A stateful model's state at the end of a run (batch norm's running statistics), beside ``params.npz``.
+STATE_FILE = "model_state.npz"
 #: What jaxgd 0.1 wrote, before manifests: recognised as jaxgd's in a directory with a config.json and no manifest.
 LEGACY = ("config.json", "metrics.json", "params.npz", "learning_curve.png", "weights.png", "results.json",
           "memorization.png", "local_minima.png")
