@@ -208,6 +208,7 @@ class CNN:
         for l, layer in enumerate(params["conv"]):
             z = _conv_same(h, layer["w"]) + layer["b"]
             if self.batch_norm:
+                z = _gradient_in_memory(z)  # the same derivatives, computed faster (see there)
                 h, stats = _normalized_pool(z, params["norm"][l], state["norm"][l], train, momentum, self.pool)
                 norms.append(stats)
                 h = act(h)
@@ -255,6 +256,32 @@ class CNN:
         groups = [[(("norm", l, "mean"), 0), (("norm", l, "var"), 0)] if self.batch_norm else []
                   for l in range(len(self.channels))]
         return groups + [[] for _ in self.hidden]
+
+
+@jax.custom_jvp
+def _gradient_in_memory(x: jax.Array) -> jax.Array:
+    """The identity, whose derivative XLA writes to memory whole before it is transposed.
+
+    A convolution's weight gradient is a product of its patches with the gradient ``dz`` of its
+    outputs, and XLA's CPU backend transposes ``dz`` for it. Batch norm's backward pass makes ``dz``
+    a chain of elementwise terms (its outputs' gradient, the convolution's outputs, per-channel
+    factors), which XLA fused into that transposing copy and then evaluated in the transposed order,
+    reading every input strided: profiled on one core (jaxlib 0.10, 50 members, batch 32), the two
+    layers' copies took 44 of a step's 313 ms, against 9.7 ms for the same copies without batch
+    norm. The tangent here passes through a select on a condition (the input's first element is not
+    NaN) that XLA cannot decide at compile time and does not fuse into the copy, so ``dz`` is computed
+    once in order (10.6 ms) and then copied (9.8 ms); a 100-member population's step on 2 cores went from 337
+    to 306 ms (246 without batch norm and dropout). Both branches are the tangent itself (``t + 0``
+    differs only in the sign of a zero), so every derivative, of any order, is unchanged.
+    """
+    return x
+
+
+@_gradient_in_memory.defjvp
+def _gradient_in_memory_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    first = jnp.reshape(x, -1)[0]
+    return x, jnp.where(first == first, t, t + jnp.zeros((), t.dtype))
 
 
 def _conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
