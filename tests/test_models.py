@@ -146,7 +146,23 @@ def test_a_batch_norm_cnns_derivatives_are_those_of_xla_pooling(x64, shape, kw):
     v = jax.tree.map(lambda a: jnp.ones_like(a) / a.size, params)
     hvp = lambda f: jax.jvp(jax.grad(f), (params,), (v,))[1]  # noqa: E731
     np.testing.assert_allclose(flat(hvp(ours)), flat(hvp(xla)), rtol=1e-7, atol=1e-10)
-    np.testing.assert_allclose(flat(jax.jit(lambda: hvp(ours))()), flat(hvp(xla)), rtol=1e-7, atol=1e-10)
+    compiled_hvp = jax.jit(lambda p, u: jax.jvp(jax.grad(ours), (p,), (u,))[1])  # arguments, not constants
+    np.testing.assert_allclose(flat(compiled_hvp(params, v)), flat(hvp(xla)), rtol=1e-7, atol=1e-10)
+
+
+def test_a_batch_norm_cnn_is_differentiated_alike_beside_a_nan(x64):
+    """A NaN in the first example (the first element of every convolution's output) leaves the other
+    examples' derivatives as they are without it (evaluation mode: each example normalised alone)."""
+    model = CNN((8, 8, 1), 10, channels=(4, 6), batch_norm=True)
+    params, state = model.init(jax.random.key(0), dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1), jnp.float64)
+    v = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape, a.dtype), params)
+    tangent = jax.jit(lambda p, u, xs: jax.jvp(lambda q: model.apply(q, state, xs)[0], (p,), (u,))[1])
+    with_nan = tangent(params, v, x.at[0, 0, 0, 0].set(jnp.nan))
+    assert np.isnan(with_nan[0]).all() and np.isfinite(with_nan[1:]).all()
+    np.testing.assert_allclose(with_nan[1:], tangent(params, v, x[1:]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(with_nan[1:], jax.jvp(lambda q: model.apply(q, state, x[1:])[0], (params,), (v,))[1],
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_cnn_defaults_fit_the_digits_mnist_and_signals():
