@@ -101,7 +101,7 @@ class EquinoxModel:
         state, x = args
         # a fresh State object of the same arrays: called eagerly, Equinox marks the one it is given as used, and
         # the protocol's apply is pure (the caller's state stays usable)
-        state = jax.tree.unflatten(*reversed(jax.tree.flatten(state)))
+        state = jax.tree.map(lambda a: a, state)
         module = eqx.nn.inference_mode(module, not train)  # whatever the module was built with
         keys = jax.random.split(key, x.shape[0]) if train and key is not None else None
         if train and key is None:  # batch statistics in training mode, dropout off (nothing to draw it from)

@@ -19,6 +19,7 @@ train``), or for Linen a dataclass field of one of those names (set with ``modul
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any, Callable
 
@@ -271,8 +272,6 @@ def _mode_switch(module, linen) -> tuple[str, str] | None:
     Linen dataclass field; ``None`` if it has none. An argument rules over a field (Flax's ``nn.merge_param``
     pattern: a field ``train = None`` that the argument fills), unless that field of the same name is set on
     the built module; two arguments, or two fields, are refused: jaxgd would not know which one rules."""
-    import dataclasses
-
     args = [a for a in MODE_SWITCHES if a in inspect.signature(module.__call__).parameters]
     fields = ([f.name for f in dataclasses.fields(module) if f.name in MODE_SWITCHES]
               if isinstance(module, linen.Module) else [])
